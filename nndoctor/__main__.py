@@ -1,0 +1,5 @@
+import sys
+
+from nndoctor.cli import main
+
+sys.exit(main())

@@ -1,0 +1,266 @@
+"""Command line: argument parsing and exit codes only (0: no error finding, 1: an error finding, 2: nndoctor could not run)."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import inspect
+import os
+import sys
+from contextlib import contextmanager
+from typing import Any, Iterator, NoReturn
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """nndoctor itself cannot run: printed as one line on stderr, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one clear line, exit 2 (argparse prints usage too)
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nndoctor._version import __version__
+
+    parser = _Parser(prog="nndoctor", description="Debug deep-learning training in PyTorch.")
+    parser.add_argument("--version", action="version", version=f"nndoctor {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    p = sub.add_parser("check", help="run the playbook on a Setup returned by FILE[:FUNCTION]")
+    p.add_argument("target", metavar="FILE[:FUNCTION]")
+    _add_outputs(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget", type=_positive_float, default=None, metavar="SECONDS",
+                   help="time budget for the whole playbook (default 120)")
+    p.add_argument("--memory", default=None, metavar="SIZE", help="device memory budget, e.g. 2GiB")
+    p.add_argument("--select", action="append", default=None, metavar="CODES",
+                   help="only these codes, families (LOS) or names, comma-separated")
+    p.add_argument("--ignore", action="append", default=None, metavar="CODES", help="never report these")
+
+    p = sub.add_parser("run", help="run an unmodified training script under observation")
+    p.add_argument("--max-steps", type=_positive_int, default=None, metavar="N")
+    _add_outputs(p)
+    p.add_argument("script", metavar="SCRIPT")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
+
+    p = sub.add_parser("demo", help="run the playbook on a built-in example with planted bugs")
+    p.add_argument("--html", default=None, metavar="PATH")
+    p.add_argument("--json", default=None, metavar="PATH")
+
+    p = sub.add_parser("codes", help="list the codes, or explain one")
+    p.add_argument("code", nargs="?", default=None)
+    return parser
+
+
+def _add_outputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", default=None, metavar="PATH", help="write the report as JSON")
+    p.add_argument("--html", default=None, metavar="PATH", help="write the report as a self-contained HTML page")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            build_parser().print_help()
+            return EXIT_USAGE
+        return {"check": cmd_check, "run": cmd_run, "demo": cmd_demo, "codes": cmd_codes}[args.command](args)
+    except UsageError as exc:
+        print(f"nndoctor: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+# ----- check ---------------------------------------------------------------------------------------
+def cmd_check(args: argparse.Namespace) -> int:
+    from nndoctor import catalogue
+    from nndoctor.playbook import DEFAULT_BUDGET, check
+    from nndoctor.spec import SetupError, parse_size
+
+    for tokens in (args.select, args.ignore):
+        try:
+            catalogue.resolve(tokens)
+        except KeyError as exc:
+            raise UsageError(exc.args[0]) from None
+    if args.memory is not None:
+        try:
+            parse_size(args.memory)
+        except SetupError as exc:
+            raise UsageError(str(exc)) from None
+    _check_writable(args.json, args.html)
+    setup = load_setup(args.target)
+    with progress_display() as progress:
+        try:
+            report = check(setup, seed=args.seed, budget=args.budget or DEFAULT_BUDGET, select=args.select,
+                           ignore=args.ignore, memory=args.memory, progress=progress)
+        except SetupError as exc:
+            raise UsageError(str(exc)) from None
+    return emit_report(report, args.json, args.html, title=f"nndoctor check {args.target}")
+
+
+def emit_report(report: Any, json_path: str | None, html_path: str | None, title: str) -> int:
+    from nndoctor.report.terminal import print_report
+
+    print_report(report, title=title)
+    _write(json_path, report.to_json)
+    _write(html_path, report.to_html)
+    for label, path in (("JSON", json_path), ("HTML", html_path)):
+        if path:
+            print(f"{label} report written to {path}")
+    return report.exit_code
+
+
+def _write(path: str | None, render: Any) -> None:
+    if not path:
+        return
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(render())
+
+
+def _check_writable(*paths: str | None) -> None:
+    for path in paths:
+        if not path:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise UsageError(f"cannot write the report to {path}: it is a directory")
+        if not os.path.isdir(folder):
+            raise UsageError(f"cannot write the report to {path}: folder {folder} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise UsageError(f"cannot write the report to {path}: folder {folder} is not writable")
+
+
+def load_setup(target: str) -> Any:
+    """Import FILE and call FUNCTION (default ``setup``); any problem is a UsageError (exit 2)."""
+    from nndoctor.spec import Setup, SetupError
+
+    path, _, func_name = target.partition(":") if not os.path.exists(target) else (target, "", "")
+    func_name = func_name or "setup"
+    if not os.path.exists(path):
+        raise UsageError(f"file not found: {path}")
+    if os.path.isdir(path):
+        raise UsageError(f"{path} is a directory; give a Python file that defines {func_name}()")
+    if not path.endswith(".py"):
+        raise UsageError(f"{path} is not a Python file (.py)")
+    module = _import_file(path)
+    func = getattr(module, func_name, None)
+    if func is None:
+        found = [n for n, v in vars(module).items() if inspect.isfunction(v) and v.__module__ == module.__name__]
+        hint = f"; functions defined there: {', '.join(found)}" if found else ""
+        raise UsageError(f"{path} defines no function {func_name!r}{hint}")
+    if not callable(func):
+        raise UsageError(f"{path}:{func_name} is not a function")
+    try:
+        inspect.signature(func).bind()
+    except TypeError:
+        raise UsageError(f"{path}:{func_name} must take no arguments, its signature is {func_name}{inspect.signature(func)}") from None
+    except ValueError:
+        pass
+    try:
+        result = func()
+    except SetupError as exc:
+        raise UsageError(f"{path}:{func_name}() built an invalid Setup: {exc}") from None
+    except Exception as exc:
+        raise UsageError(f"{path}:{func_name}() raised {type(exc).__name__}: {_first_line(exc)}") from None
+    if not isinstance(result, Setup):
+        raise UsageError(f"{path}:{func_name}() returned {type(result).__name__}, not a nndoctor.Setup")
+    return result
+
+
+def _import_file(path: str) -> Any:
+    folder = os.path.dirname(os.path.abspath(path))
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # so the user's file can import its neighbours, as `python FILE` would
+    name = "_nndoctor_user_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise UsageError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
+    except SystemExit as exc:
+        raise UsageError(f"importing {path} called sys.exit({exc.code}); guard script code with if __name__ == '__main__'") from None
+    except Exception as exc:
+        raise UsageError(f"importing {path} raised {type(exc).__name__}: {_first_line(exc)}") from None
+    return module
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+@contextmanager
+def progress_display() -> Iterator[Any]:
+    """A one-line spinner on stderr while experiments run (only on a terminal, so logs stay clean)."""
+    if not sys.stderr.isatty():
+        yield lambda message: None
+        return
+    from rich.console import Console
+
+    console = Console(file=sys.stderr)
+    with console.status("nndoctor: starting") as status:
+        yield lambda message: status.update(f"nndoctor: {message}")
+
+
+# ----- run, demo, codes ----------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from nndoctor.runner import run_script
+
+    _check_writable(args.json, args.html)
+    if not os.path.isfile(args.script):
+        raise UsageError(f"script not found: {args.script}")
+    return run_script(args.script, args.args, max_steps=args.max_steps, json_path=args.json, html_path=args.html)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from nndoctor.demo import run_demo
+
+    _check_writable(args.json, args.html)
+    return run_demo(html_path=args.html, json_path=args.json)
+
+
+def cmd_codes(args: argparse.Namespace) -> int:
+    from nndoctor import catalogue
+
+    if args.code:
+        try:
+            codes = sorted(catalogue.resolve(args.code))
+        except KeyError as exc:
+            raise UsageError(exc.args[0]) from None
+        print("\n\n".join(catalogue.get(c).doc() for c in codes))
+        return EXIT_OK
+    for prefix, (_module, _step, title) in catalogue.FAMILIES.items():
+        print(f"{prefix}  {title}")
+        for entry in catalogue.CODES.values():
+            if entry.family == prefix:
+                print(f"  {entry.code}  {entry.name:<30} {entry.severity.value:<8} {entry.summary}")
+    print("\nDetails: nndoctor codes CODE")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Run the playbook's checks in order, within a time budget, recording each check's status."""
+from __future__ import annotations
+
+import time
+import traceback
+import zlib
+from typing import Callable
+
+import torch
+
+from nndoctor import catalogue
+from nndoctor.budget import Budget
+from nndoctor.catalogue import Severity
+from nndoctor.checks import SkipCheck, all_checks
+from nndoctor.context import Context
+from nndoctor.findings import CheckRecord, Report
+from nndoctor.sandbox import fingerprint, fingerprint_diff, preserved_rng, seed_all
+from nndoctor.spec import Setup, SetupError
+
+DEFAULT_BUDGET = 120.0  # seconds for the whole playbook; experiments scale themselves to what is left
+
+
+def check(
+    setup: Setup,
+    *,
+    seed: int = 0,
+    budget: float | None = DEFAULT_BUDGET,
+    select: str | list[str] | None = None,
+    ignore: str | list[str] | None = None,
+    memory: int | str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Report:
+    """Run the whole playbook on copies of ``setup`` and return the Report.
+
+    ``select``/``ignore`` take codes, family prefixes or names. The user's objects and the global
+    RNG states are left exactly as they were.
+    """
+    if not isinstance(setup, Setup):
+        raise SetupError(f"nndoctor.check expects a Setup, got {type(setup).__name__}")
+    try:
+        selected = catalogue.resolve(select)
+        ignored = catalogue.resolve(ignore)
+    except KeyError as exc:
+        raise SetupError(exc.args[0]) from None
+    from nndoctor.spec import parse_size
+
+    memory_budget = parse_size(memory) if memory is not None else None
+    user_optimizer = setup.optimizer if isinstance(setup.optimizer, torch.optim.Optimizer) else None
+    before = fingerprint(setup.model, user_optimizer)
+    started = time.monotonic()
+    records: list[CheckRecord] = []
+    interrupted = False
+    grad_mode = torch.is_grad_enabled()
+    with preserved_rng():
+        ctx = Context(setup, seed=seed, budget=Budget(budget), progress=progress, memory_budget=memory_budget)
+        for spec in all_checks():
+            wanted = set(spec.codes)
+            if selected:
+                wanted &= selected
+            wanted -= ignored
+            if not wanted:
+                records.append(CheckRecord(spec.name, "skipped", 0.0, "not selected", spec.step))
+                continue
+            if spec.needs_run and not ctx.run_ok:
+                records.append(CheckRecord(spec.name, "skipped", 0.0, "the model does not run one training step", spec.step))
+                continue
+            if ctx.budget.expired():
+                records.append(CheckRecord(spec.name, "skipped", 0.0, f"time budget of {budget:g} s used up", spec.step))
+                continue
+            ctx.progress(f"{catalogue.STEPS[spec.step]}: {spec.name}")
+            n_before = len(ctx.findings)
+            t0 = time.monotonic()
+            try:
+                seed_all(seed + zlib.crc32(spec.name.encode()))
+                spec.func(ctx)
+                new = ctx.findings[n_before:]
+                bad = [f for f in new if f.severity != Severity.INFO]
+                status, detail = ("failed", ", ".join(sorted({f.code for f in bad}))) if bad else ("passed", "")
+            except SkipCheck as exc:
+                status, detail = "skipped", str(exc)
+            except KeyboardInterrupt:
+                records.append(CheckRecord(spec.name, "skipped", time.monotonic() - t0, "interrupted (Ctrl-C)", spec.step))
+                interrupted = True
+                break
+            except Exception as exc:  # nndoctor's own failure: recorded, never raised at the user
+                status = "crashed"
+                detail = f"{type(exc).__name__}: {exc}".strip()[:300] + " | " + _where(exc)
+            finally:
+                torch.set_grad_enabled(grad_mode)
+            records.append(CheckRecord(spec.name, status, time.monotonic() - t0, detail, spec.step))
+    after = fingerprint(setup.model, user_optimizer)
+    changed = fingerprint_diff(before, after)
+    report = Report(
+        findings=list(ctx.findings),
+        checks=records,
+        meta={
+            "seconds": round(time.monotonic() - started, 3),
+            "seed": seed,
+            "budget_seconds": budget,
+            "interrupted": interrupted,
+            "user_state_changed": changed,
+            "task": ctx.measure("task_summary", lambda: _task_summary(ctx)),
+            "extras": ctx.extras,
+        },
+    )
+    return report.filtered(selected or None, ignored or None)
+
+
+def _task_summary(ctx: Context) -> dict:
+    try:
+        info = ctx.task
+        return {"kind": info.kind, "num_classes": info.num_classes}
+    except Exception:
+        return {"kind": "unknown", "num_classes": None}
+
+
+def _where(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    mine = [f for f in frames if "nndoctor" in f.filename]
+    frame = (mine or frames or [None])[-1]
+    return f"{frame.filename}:{frame.lineno}" if frame else "?"

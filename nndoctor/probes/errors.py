@@ -1,0 +1,108 @@
+"""Classify an exception from the user's training step and find the user's source line.
+
+Only measures: which kind of error (shape, dtype, device, memory, other), the phase, and where.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import traceback
+from dataclasses import dataclass
+
+import torch
+
+_SHAPE = re.compile(
+    r"shapes cannot be multiplied|size of tensor a|must match the size|shape '\[.*\]' is invalid|"
+    r"expected input\[.*\] to have \d+ channels|Expected input batch_size|Target size .* must be the same as input size|"
+    r"Using a target size .* that is different to the input size|mat1 and mat2 shapes|"
+    r"Expected \d+D \(unbatched\) or \d+D \(batched\) input|Expected .*D.* input|normalized_shape|"
+    r"size mismatch|doesn't match the broadcast shape|not broadcastable|Given groups=\d+, weight of size|"
+    r"Dimension out of range|Expected (?:2|3|4|5)D|input.size\(-1\) must be equal to input_size|"
+    r"Sizes of tensors must match|expected sequence of length|Calculated padded input size|"
+    r"Kernel size can't be greater than actual input size|output size is too small",
+    re.IGNORECASE,
+)
+_DTYPE = re.compile(
+    r"expected scalar type|same dtype|Found dtype|not implemented for '(?:Long|Int|Float|Double|Half|Bool|BFloat16|Byte)'|"
+    r"Expected object of scalar type|should be the same|expected m1 and m2 to have the same dtype|"
+    r"Expected tensor for argument .* to have one of the following scalar types|"
+    r"Expected floating point type for target|only Tensors of floating point dtype can require gradients|"
+    r"result type .* can't be cast|must have the same dtype",
+    re.IGNORECASE,
+)
+_DEVICE = re.compile(
+    r"Expected all tensors to be on the same device|on the same device|not on the expected device|device type|meta tensor|"
+    r"is on the meta device|Cannot copy out of meta tensor|cuda.*cpu|cpu.*cuda|different devices",
+    re.IGNORECASE,
+)
+_OOM = re.compile(r"out of memory|CUDA error: out of memory|DefaultCPUAllocator: can't allocate memory", re.IGNORECASE)
+_TARGET_RANGE = re.compile(r"Target -?\d+ is out of bounds|target out of bounds|index -?\d+ is out of bounds for dimension", re.IGNORECASE)
+
+
+@dataclass
+class ErrorInfo:
+    kind: str  # shape | dtype | device | memory | targets | other
+    phase: str  # data | forward | loss | backward | step
+    exc: BaseException
+    source: str  # "file.py:12" of the user's code closest to the error, or ""
+    source_line: str  # the text of that line
+
+    @property
+    def summary(self) -> str:
+        text = str(self.exc).strip().splitlines()[0] if str(self.exc).strip() else ""
+        return f"{type(self.exc).__name__}: {text}"[:400]
+
+
+def classify(exc: BaseException, phase: str) -> ErrorInfo:
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, torch.OutOfMemoryError) or _OOM.search(text):
+        kind = "memory"
+    elif _TARGET_RANGE.search(text) and phase == "loss":
+        kind = "targets"
+    elif _DEVICE.search(text) and "dtype" not in text.lower():
+        kind = "device"
+    elif _DTYPE.search(text) and not _SHAPE.search(text):
+        kind = "dtype"
+    elif _SHAPE.search(text):
+        kind = "shape"
+    else:
+        kind = "other"
+    source, line = user_frame(exc)
+    return ErrorInfo(kind, phase, exc, source, line)
+
+
+_NNDOCTOR_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_LIB_DIRS = (os.path.dirname(torch.__file__), os.path.dirname(os.__file__), _NNDOCTOR_DIR)
+
+
+def is_library_file(filename: str) -> bool:
+    """True for torch, the standard library, installed packages and nndoctor itself."""
+    fn = os.path.abspath(filename)
+    return (
+        fn.startswith(_LIB_DIRS)
+        or f"{os.sep}site-packages{os.sep}" in fn
+        or f"{os.sep}dist-packages{os.sep}" in fn
+        or fn.startswith("<")
+    )
+
+
+def user_frame(exc: BaseException) -> tuple[str, str]:
+    """The innermost traceback frame in the user's code: ("path:line", "source text")."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not is_library_file(f.filename)]
+    if not frames:
+        return "", ""
+    f = frames[-1]
+    return f"{short_path(f.filename)}:{f.lineno}", (f.line or "").strip()
+
+
+def short_path(filename: str) -> str:
+    try:
+        rel = os.path.relpath(filename)
+        return rel if not rel.startswith("..") else filename
+    except ValueError:
+        return filename
+
+
+def exception_only(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()

@@ -1,0 +1,89 @@
+"""ModuleTrace: which module is running, and the shapes that flowed through each module.
+
+Used to locate crashes (the innermost module that started but did not finish) and to show the chain
+of output shapes that led to it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from nndoctor.data import describe, tensors_in
+
+
+@dataclass
+class Call:
+    path: str  # as in model.named_modules(); "" is the model itself
+    module: nn.Module
+    inputs: str  # shapes/dtypes of the inputs, described
+    input_shapes: list[tuple[int, ...]]
+    outputs: str | None = None
+    output_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    done: bool = False
+
+
+class ModuleTrace:
+    """Records every module call of ``model`` while active: ``with ModuleTrace(model) as trace: ...``."""
+
+    def __init__(self, model: nn.Module, root_name: str = "model"):
+        self.model = model
+        self.root_name = root_name
+        self.calls: list[Call] = []
+        self.stack: list[Call] = []
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> "ModuleTrace":
+        for path, module in self.model.named_modules():
+            self._handles.append(module.register_forward_pre_hook(self._pre(path), with_kwargs=True))
+            self._handles.append(module.register_forward_hook(self._post(), with_kwargs=True, always_call=True))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _pre(self, path: str):
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            inputs = (args, kwargs) if kwargs else args
+            call = Call(path, module, describe(args if not kwargs else {**dict(enumerate(args)), **kwargs}),
+                        [tuple(t.shape) for t in tensors_in(inputs)])
+            self.calls.append(call)
+            self.stack.append(call)
+
+        return hook
+
+    def _post(self):
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            # always_call=True: runs even when forward raised; then output is None and the call stays open.
+            if not self.stack or self.stack[-1].module is not module:
+                return
+            call = self.stack[-1]
+            if output is None and not tensors_in(output):
+                return  # forward raised (or returned nothing): leave it on the stack as the failing one
+            self.stack.pop()
+            call.done = True
+            call.outputs = describe(output)
+            call.output_shapes = [tuple(t.shape) for t in tensors_in(output)]
+
+        return hook
+
+    def failing(self) -> Call | None:
+        """The innermost module that started and did not finish (the one that raised)."""
+        open_calls = [c for c in self.calls if not c.done]
+        return open_calls[-1] if open_calls else None
+
+    def qualified(self, path: str) -> str:
+        return f"{self.root_name}.{path}" if path else self.root_name
+
+    def chain(self, upto: Call | None = None, limit: int = 12) -> list[str]:
+        """Output shapes of the leaf modules that finished before ``upto``, oldest first."""
+        lines = []
+        for call in self.calls:
+            if call is upto:
+                break
+            if call.done and not any(True for _ in call.module.children()):
+                lines.append(f"{self.qualified(call.path)} ({type(call.module).__name__}) -> {call.outputs}")
+        return lines[-limit:]

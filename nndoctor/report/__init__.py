@@ -1,0 +1,1 @@
+"""Views of a Report: terminal (rich), HTML (self-contained), and the JSON schema."""

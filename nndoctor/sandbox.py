@@ -1,0 +1,132 @@
+"""Copies, never the user's objects: model/optimizer copies, RNG save/restore, a 'nothing changed' fingerprint."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import random
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Restore Python's, numpy's and torch's (CPU and initialised CUDA) RNG states on exit."""
+    py_state = random.getstate()
+    np_state = np.random.get_state()
+    torch_state = torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        torch.set_rng_state(torch_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy with no gradients attached, in the user's train/eval state."""
+    clone = copy.deepcopy(model)
+    for p in clone.parameters():
+        p.grad = None
+    return clone
+
+
+def _tensor_digest(t: torch.Tensor | None) -> str:
+    if t is None:
+        return "none"
+    if t.device.type == "meta":
+        return f"meta{tuple(t.shape)}"
+    data = t.detach().cpu().contiguous().reshape(-1)
+    raw = data.view(torch.uint8).numpy().tobytes() if data.numel() else b""
+    return f"{hashlib.sha1(raw).hexdigest()}{tuple(t.shape)}{t.dtype}"
+
+
+def fingerprint(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
+    """Everything about the user's objects that nndoctor promises not to change."""
+    fp: dict[str, Any] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        fp[f"param:{name}"] = (_tensor_digest(p), p.requires_grad, _tensor_digest(p.grad))
+    for name, b in model.named_buffers(remove_duplicate=False):
+        fp[f"buffer:{name}"] = _tensor_digest(b)
+    for name, m in model.named_modules(remove_duplicate=False):
+        fp[f"training:{name}"] = m.training
+    if optimizer is not None:
+        for i, group in enumerate(optimizer.param_groups):
+            fp[f"opt.group{i}"] = repr({k: v for k, v in group.items() if k != "params"})
+            fp[f"opt.group{i}.params"] = [id(p) for p in group["params"]]
+        for i, (param, state) in enumerate(optimizer.state.items()):
+            fp[f"opt.state{i}"] = (id(param), {k: _tensor_digest(v) if isinstance(v, torch.Tensor) else repr(v)
+                                               for k, v in state.items()})
+    return fp
+
+
+def rng_fingerprint() -> tuple[Any, ...]:
+    return (
+        repr(random.getstate()),
+        hashlib.sha1(np.random.get_state()[1].tobytes()).hexdigest(),
+        _tensor_digest(torch.get_rng_state()),
+    )
+
+
+def fingerprint_diff(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    keys = set(before) | set(after)
+    return sorted(k for k in keys if before.get(k) != after.get(k))
+
+
+def optimizer_for(
+    spec: Callable[[Any], torch.optim.Optimizer] | torch.optim.Optimizer | None,
+    user_model: nn.Module,
+    clone: nn.Module,
+    **overrides: Any,
+) -> torch.optim.Optimizer:
+    """A fresh optimizer over ``clone``'s parameters, built the way the user specified.
+
+    A factory is called with the clone's parameters; an Optimizer instance is rebuilt with the same
+    class and per-group hyperparameters, its parameters mapped from the user's model to the clone.
+    Parameters that belong to neither (an optimizer built for another model) are replaced by private
+    copies, so that stepping never touches a user's tensor, and the clone is left as the user's
+    optimizer would leave it: not updated. ``overrides`` (e.g. ``lr=1e-2``) apply to every group.
+    """
+    if spec is None:
+        opt = torch.optim.Adam(clone.parameters(), lr=1e-3)
+    elif isinstance(spec, torch.optim.Optimizer):
+        mapping = _param_map(user_model, clone)
+        groups = []
+        for group in spec.param_groups:
+            params = [mapping.get(id(p)) or _private_copy(p) for p in group["params"]]
+            groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": params})
+        opt = type(spec)(groups, **spec.defaults)
+    else:
+        opt = spec(clone.parameters())
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise TypeError(f"the optimizer factory returned {type(opt).__name__}, not a torch.optim.Optimizer")
+        own = {id(p) for p in clone.parameters()}
+        for group in opt.param_groups:
+            group["params"] = [p if id(p) in own else _private_copy(p) for p in group["params"]]
+    for group in opt.param_groups:
+        for key, value in overrides.items():
+            if key in group:
+                group[key] = value
+    return opt
+
+
+def _param_map(user_model: nn.Module, clone: nn.Module) -> dict[int, nn.Parameter]:
+    clone_params = dict(clone.named_parameters(remove_duplicate=False))
+    return {id(p): clone_params[name] for name, p in user_model.named_parameters(remove_duplicate=False)
+            if name in clone_params}
+
+
+def _private_copy(p: torch.Tensor) -> nn.Parameter:
+    return nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
