@@ -9,12 +9,12 @@ from typing import Callable
 import torch
 
 from nndoctor import catalogue
-from nndoctor.budget import Budget
+from nndoctor.budget import Budget, BudgetExceeded, hard_deadline
 from nndoctor.catalogue import Severity
 from nndoctor.checks import SkipCheck, all_checks
 from nndoctor.context import Context
 from nndoctor.findings import CheckRecord, Report
-from nndoctor.sandbox import fingerprint, fingerprint_diff, preserved_rng, seed_all
+from nndoctor.sandbox import Snapshot, fingerprint, fingerprint_diff, preserved_rng, seed_all
 from nndoctor.spec import Setup, SetupError
 
 DEFAULT_BUDGET = 120.0  # seconds for the whole playbook; experiments scale themselves to what is left
@@ -47,6 +47,7 @@ def check(
     memory_budget = parse_size(memory) if memory is not None else None
     user_optimizer = setup.optimizer if isinstance(setup.optimizer, torch.optim.Optimizer) else None
     before = fingerprint(setup.model, user_optimizer)
+    snapshot = Snapshot(setup.model, user_optimizer)
     started = time.monotonic()
     records: list[CheckRecord] = []
     interrupted = False
@@ -72,12 +73,15 @@ def check(
             t0 = time.monotonic()
             try:
                 seed_all(seed + zlib.crc32(spec.name.encode()))
-                spec.func(ctx)
+                with hard_deadline(ctx.budget):
+                    spec.func(ctx)
                 new = ctx.findings[n_before:]
                 bad = [f for f in new if f.severity != Severity.INFO]
                 status, detail = ("failed", ", ".join(sorted({f.code for f in bad}))) if bad else ("passed", "")
             except SkipCheck as exc:
                 status, detail = "skipped", str(exc)
+            except BudgetExceeded:
+                status, detail = "skipped", f"stopped: time budget of {budget:g} s used up (your code was still running)"
             except KeyboardInterrupt:
                 records.append(CheckRecord(spec.name, "skipped", time.monotonic() - t0, "interrupted (Ctrl-C)", spec.step))
                 interrupted = True
@@ -88,8 +92,11 @@ def check(
             finally:
                 torch.set_grad_enabled(grad_mode)
             records.append(CheckRecord(spec.name, status, time.monotonic() - t0, detail, spec.step))
-    after = fingerprint(setup.model, user_optimizer)
-    changed = fingerprint_diff(before, after)
+    changed = fingerprint_diff(before, fingerprint(setup.model, user_optimizer))
+    restored = bool(changed)
+    if changed:  # the user's own code (a step closing over the original model) changed it: put it back
+        snapshot.restore()
+        changed = fingerprint_diff(before, fingerprint(setup.model, user_optimizer))
     report = Report(
         findings=list(ctx.findings),
         checks=records,
@@ -99,6 +106,7 @@ def check(
             "budget_seconds": budget,
             "interrupted": interrupted,
             "user_state_changed": changed,
+            "user_state_restored": restored,
             "task": ctx.measure("task_summary", lambda: _task_summary(ctx)),
             "extras": ctx.extras,
         },

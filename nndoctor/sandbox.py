@@ -130,3 +130,37 @@ def _param_map(user_model: nn.Module, clone: nn.Module) -> dict[int, nn.Paramete
 
 def _private_copy(p: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
+
+
+class Snapshot:
+    """The user's model and optimizer state, to put back if the user's own code changed them during a
+    check (a ``step`` or loss that closes over the original model instead of its argument)."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None):
+        self.model = model
+        self.optimizer = optimizer
+        self.tensors = {name: t.detach().clone() for name, t in _named_tensors(model)}
+        self.grads = {name: None if p.grad is None else p.grad.detach().clone()
+                      for name, p in model.named_parameters(remove_duplicate=False)}
+        self.flags = {name: p.requires_grad for name, p in model.named_parameters(remove_duplicate=False)}
+        self.training = {name: m.training for name, m in model.named_modules(remove_duplicate=False)}
+        self.opt_state = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for name, t in _named_tensors(self.model):
+            if name in self.tensors and t.device.type != "meta":
+                t.copy_(self.tensors[name])
+        for name, p in self.model.named_parameters(remove_duplicate=False):
+            p.requires_grad_(self.flags.get(name, p.requires_grad))
+            saved = self.grads.get(name)
+            p.grad = None if saved is None else saved.clone()
+        for name, m in self.model.named_modules(remove_duplicate=False):
+            m.training = self.training.get(name, m.training)
+        if self.optimizer is not None and self.opt_state is not None:
+            self.optimizer.load_state_dict(self.opt_state)
+
+
+def _named_tensors(model: nn.Module):
+    yield from model.named_parameters(remove_duplicate=False)
+    yield from model.named_buffers(remove_duplicate=False)

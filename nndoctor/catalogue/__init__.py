@@ -98,7 +98,12 @@ STEPS: dict[str, str] = {
 def _load() -> dict[str, Code]:
     codes: dict[str, Code] = {}
     for prefix, (module, _step, _title) in FAMILIES.items():
-        mod = importlib.import_module(f"{__name__}.{module}")
+        try:
+            mod = importlib.import_module(f"{__name__}.{module}")
+        except ModuleNotFoundError as exc:  # a family still being written; test_catalogue fails on it
+            if exc.name != f"{__name__}.{module}":
+                raise
+            continue
         for entry in mod.CODES:
             if not entry.code.startswith(prefix):
                 raise RuntimeError(f"{entry.code} is declared in catalogue/{module}.py")
