@@ -109,6 +109,8 @@ def _silent_dtype_problems(ctx: Context, model: nn.Module, inputs: Any, targets:
 
 def _report_crash(ctx: Context, info: ErrorInfo, trace: ModuleTrace, model: nn.Module, batch: Any, outputs: Any) -> None:
     ctx.run_error = info.exc
+    if info.kind == "memory":
+        return  # checks/memory.py reports RUN004 with a breakdown (it reads ctx.run_error)
     failing = trace.failing() if info.phase in ("forward", "step") else None
     location = trace.qualified(failing.path) if failing else _phase_location(ctx, info)
     chain = trace.chain(upto=failing)
@@ -138,8 +140,6 @@ def _report_crash(ctx: Context, info: ErrorInfo, trace: ModuleTrace, model: nn.M
         suggestions += _device_fixes(model, batch)
         evidence["devices"] = sorted({str(t.device) for t in list(model.parameters()) + list(model.buffers())}
                                      | {str(t.device) for t in tensors_in(batch)})
-    elif info.kind == "memory":
-        suggestions += ["Lower the batch size, or run `nndoctor check --memory SIZE` for a breakdown."]
     elif info.kind == "targets":
         suggestions += ["Class indices must lie in [0, C-1] for C output units: shift labels 1..C to 0..C-1, "
                         "or set `ignore_index` for padding labels such as -1."]
