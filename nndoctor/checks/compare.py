@@ -1,0 +1,491 @@
+"""Step 4, "compare to known results": a model can train without errors and still be wrong.
+
+A copy is trained for a few epochs within the budget (with ``Setup(trained=True)`` the model is
+evaluated as given) and compared, on the same samples and metric, with simple baselines fitted on the
+user's own data (CMP001), with itself on zeroed or shuffled inputs (CMP002), with the user's known
+results ranked by trust (CMP003), and layer by layer with a reference implementation (CMP004).
+Differences count only beyond a few standard errors of the evaluation set.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nndoctor import data as D
+from nndoctor.checks import SkipCheck, check
+from nndoctor.context import Context
+from nndoctor.probes import scoring
+from nndoctor.probes.activations import RecordActivations
+from nndoctor.probes.baselines import Baseline, fit_baselines
+from nndoctor.probes.evaluate import Split, Training, comparison_split, predict, train_copy
+from nndoctor.reference import diff_models, divergence_findings
+from nndoctor.spec import SOURCES, KnownResult
+
+STEP = "4. Compare to known results"
+NOISE = 2.0  # standard errors a difference must exceed to count at all
+CLEAR = 3.0  # standard errors for "clearly"
+LINEAR_SHARE = 0.2  # a linear baseline "clearly beats" the model by at least this share of its own gain over majority
+FAR = 0.25  # a shortfall of this share of (known result - majority) is "far below"
+NEAR = 0.05
+MIN_STEPS, MAX_STEPS, EPOCHS = 200, 500, 8  # training plan of the copy, before the time cap
+TRAIN_SHARE, TRAIN_SECONDS = 0.3, 30.0  # the copy trains for at most this share of the budget left, and seconds
+
+
+@dataclass
+class Comparison:
+    """The model and the baselines scored on the same evaluation samples."""
+
+    kind: str
+    metric: str
+    split: Split
+    y_eval: np.ndarray
+    model: nn.Module  # the trained copy (or the copy of the trained model), in eval mode
+    outputs: torch.Tensor  # (N, ...) its per-sample outputs on the evaluation samples
+    pred: np.ndarray
+    baselines: list[Baseline]
+    features: str
+    training: Training | None  # None: the model was evaluated as given (trained=True)
+    user_metric: float | None
+
+    def score(self, pred: np.ndarray) -> float:
+        return scoring.score(self.metric, pred, self.y_eval)
+
+    def se(self, pred: np.ndarray, other: np.ndarray | None = None) -> float:
+        return scoring.standard_error(self.metric, pred, self.y_eval, other)
+
+    @property
+    def value(self) -> float:
+        return self.score(self.pred)
+
+    def baseline(self, role: str) -> Baseline | None:
+        return next((b for b in self.baselines if b.kind == role and b.predictions is not None), None)
+
+    def beats(self, pred: np.ndarray, other: np.ndarray, sigmas: float) -> bool:
+        """``pred`` scores higher than ``other`` by more than ``sigmas`` standard errors of the difference."""
+        return self.score(pred) - self.score(other) > sigmas * self.se(pred, other) + 1e-12
+
+    @property
+    def has_signal(self) -> bool:
+        """Some baseline clearly beats majority/mean: the targets are predictable from the inputs."""
+        majority = self.baseline("majority")
+        return majority is not None and any(
+            self.beats(b.predictions, majority.predictions, CLEAR) for b in self.baselines
+            if b.kind != "majority" and b.predictions is not None)
+
+    @property
+    def still_improving(self) -> bool:
+        """The copy's evaluation score rose clearly over the second half of its training."""
+        if self.training is None or len(self.training.history) < 2:
+            return False
+        mid = self.training.history[(len(self.training.history) - 1) // 2][1]
+        return self.training.history[-1][1] - mid > NOISE * self.se(self.pred)
+
+    @property
+    def how_trained(self) -> str:
+        t = self.training
+        if t is None:
+            seen = ", which has seen these samples in training: its score is optimistic" if self.split.held_out else ""
+            return f"the model as given (trained=True{seen})"
+        cut = f", stopped by the time budget before the planned {t.planned_steps}" if t.truncated else ""
+        return f"a copy trained for {t.steps} steps ({t.epochs:.1f} epochs, {t.seconds:.1f} s{cut})"
+
+
+# ----- the shared measurement -------------------------------------------------------------------
+def comparison(ctx: Context) -> Comparison:
+    """Train/evaluate once per run; every CMP check reads the same result (or the same reason to skip)."""
+    result = ctx.measure("comparison", lambda: _measure(ctx))
+    if isinstance(result, str):
+        raise SkipCheck(result)
+    return result
+
+
+def _measure(ctx: Context) -> Comparison | str:
+    if ctx.setup.step is not None:
+        return ("with Setup(step=...) nndoctor cannot tell the model's outputs from the targets; give loss_fn and "
+                "(inputs, targets) batches to compare with baselines")
+    kind = ctx.task.kind
+    if kind not in ("classification", "binary", "multilabel", "regression"):
+        return "the task could not be inferred; set Setup(task=...)"
+    split = comparison_split(ctx.train, ctx.val, seed=ctx.seed)
+    if split is None:
+        return "batches are not (inputs, targets) tensors that can be concatenated"
+    y_train = scoring.target_labels(kind, split.train_targets)
+    y_eval = scoring.target_labels(kind, split.eval_targets)
+    if y_train is None or y_eval is None or len(y_eval) < 2:
+        return "the targets are not one label or value per sample (e.g. per-token labels)"
+    metric = scoring.primary_metric(kind, y_train)
+    n_eval = len(y_eval)
+
+    def evaluate(model: nn.Module) -> float:
+        outputs = predict(model, split.eval_inputs, ctx.device)
+        pred = scoring.predictions(kind, outputs, ctx.setup.loss_fn, n_eval) if outputs is not None else None
+        return scoring.score(metric, pred, y_eval) if pred is not None else math.nan
+
+    model = ctx.fresh_model()
+    training = None
+    if not ctx.setup.trained:
+        try:
+            training = _train(ctx, model, split, evaluate)
+        except Exception as exc:  # the user's code failed on a later batch: other checks report crashes
+            return f"training a copy failed: {type(exc).__name__}: {str(exc)[:200]}"
+        if training.diverged_at:
+            return (f"the copy's training loss became NaN/Inf at step {training.diverged_at}; "
+                    "fix that first (see the NUM and OFB findings)")
+    outputs = predict(model, split.eval_inputs, ctx.device)
+    pred = scoring.predictions(kind, outputs, ctx.setup.loss_fn, n_eval) if outputs is not None else None
+    if pred is None:
+        return f"the model's outputs do not fit {kind} targets of shape {tuple(split.eval_targets.shape)}"
+    ctx.progress(f"{STEP}: fitting baselines")
+    baselines, features = fit_baselines(kind, split.train_inputs, y_train, split.eval_inputs, seed=ctx.seed)
+    result = Comparison(kind, metric, split, y_eval, model.eval(), outputs, pred, baselines, features, training,
+                        _user_metric(ctx, outputs, split.eval_targets))
+    ctx.extras["compare"] = _table(ctx, result)
+    return result
+
+
+def _train(ctx: Context, model: nn.Module, split: Split, evaluate) -> Training:
+    batch_size = max(1, D.batch_len(D.split_batch(ctx.first_batch())[0]))
+    per_epoch = max(1, len(split.train_targets) // batch_size)
+    planned = int(min(MAX_STEPS, max(MIN_STEPS, EPOCHS * per_epoch)))
+    return train_copy(model, ctx.optimizer_for(model), ctx.train_step, split.train_inputs, split.train_targets,
+                      batch_size=batch_size, planned_steps=planned,
+                      seconds=min(TRAIN_SECONDS, TRAIN_SHARE * ctx.budget.remaining()), device=ctx.device,
+                      evaluate=evaluate, progress=lambda message: ctx.progress(f"{STEP}: {message}"), seed=ctx.seed)
+
+
+def _user_metric(ctx: Context, outputs: torch.Tensor, targets: torch.Tensor) -> float | None:
+    if ctx.setup.metric is None:
+        return None
+    try:
+        value = float(ctx.setup.metric(outputs.to(ctx.device), targets.to(ctx.device)))
+    except Exception:  # the metric expects another form of outputs: the built-in metric stands in
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _chance(cmp: Comparison) -> float | None:
+    """The score of uniform random guessing, for the table."""
+    if cmp.kind in ("binary", "multilabel"):
+        return 0.5
+    if cmp.kind == "classification":
+        return 1.0 / max(2, cmp.outputs.shape[1] if cmp.outputs.ndim == 2 else len(np.unique(cmp.y_eval)))
+    return None
+
+
+def _table(ctx: Context, cmp: Comparison) -> dict[str, Any]:
+    """The comparison table for the report: every row in the same metric, on the same samples."""
+    rows = [{"name": "model", "kind": "model", "value": cmp.value, "se": cmp.se(cmp.pred)}]
+    for b in cmp.baselines:
+        rows.append({"name": b.name, "kind": "baseline", "value": cmp.score(b.predictions) if b.predictions is not None
+                     else None, "note": b.skipped})
+    chance = _chance(cmp)
+    if chance is not None:
+        rows.append({"name": "chance (uniform guessing)", "kind": "chance", "value": chance})
+    for kr in sorted(ctx.setup.known_results, key=lambda k: k.trust_rank):
+        rows.append({"name": f"known result ({kr.source})", "kind": "known", "metric": kr.metric, "value": kr.value,
+                     "note": kr.note})
+    table = {"metric": cmp.metric, "split": cmp.split.description, "samples": len(cmp.y_eval),
+             "model": cmp.how_trained, "features": cmp.features, "rows": rows}
+    if cmp.user_metric is not None:
+        table["user_metric"] = cmp.user_metric
+    if cmp.training is not None:
+        table["learning_curve"] = cmp.training.history
+    return table
+
+
+def _brief(cmp: Comparison) -> str:
+    """'accuracy on validation data (360 samples)'."""
+    return f"{cmp.metric.replace('_', ' ')} on {cmp.split.description}"
+
+
+def _rows(cmp: Comparison) -> list[str]:
+    return [f"{b.name} {cmp.score(b.predictions):.3f}" for b in cmp.baselines if b.predictions is not None]
+
+
+# ----- CMP001 below baseline ------------------------------------------------------------------------
+@check("beats-baselines", step="compare", codes=("CMP001",))
+def beats_baselines(ctx: Context) -> None:
+    """The model must beat majority/mean clearly, and a plain linear model must not clearly beat it."""
+    cmp = comparison(ctx)
+    majority, linear = cmp.baseline("majority"), cmp.baseline("linear")
+    evidence = {"metric": cmp.metric, "split": cmp.split.description, "model": cmp.value, "trained": cmp.how_trained,
+                "table": list(ctx.extras.get("compare", {}).get("rows", []))}
+    if majority is None:
+        raise SkipCheck("the majority/mean baseline could not be fitted")
+    gap_se = cmp.se(cmp.pred, majority.predictions)
+    short = cmp.training is not None and (cmp.training.truncated or cmp.still_improving)
+    bottleneck = _narrow_point(ctx)
+    if not cmp.beats(cmp.pred, majority.predictions, NOISE):
+        signal = cmp.has_signal
+        margin = (f"a real gain must exceed {NOISE:g} standard errors = {NOISE * gap_se:.3f}" if gap_se > 0 else
+                  "it makes exactly the same predictions")
+        message = (f"The model scores {cmp.value:.3f} {_brief(cmp)}, no better than {majority.name} "
+                   f"({cmp.score(majority.predictions):.3f}; {margin}). Model: {cmp.how_trained}. "
+                   f"Baselines: {', '.join(_rows(cmp))}. ")
+        if signal:
+            message += "The baselines find signal in the inputs that the model does not use."
+            suggestions = [bottleneck[1]] if bottleneck else []
+            suggestions += ["Look for what discards information: a layer too narrow, a slice or mask that drops "
+                            "input features, a detached input, a loss that does not fit the targets."]
+        else:
+            message += ("No baseline does better either: the targets look unrelated to the inputs (see DAT004).")
+            suggestions = ["Check that inputs and labels stay paired through loading, shuffling and augmentation "
+                           "(index both with the same permutation), and that the labels are the right column."]
+        if short:
+            suggestions.append("The copy's training was short; pass your trained model with Setup(trained=True) "
+                               "for a definite verdict.")
+        ctx.emit("CMP001", message, severity="warning" if short else "error",
+                 location=bottleneck[0] if (signal and bottleneck) else ("model" if signal else "train_data"),
+                 evidence={**evidence, "majority": cmp.score(majority.predictions), "noise": NOISE * gap_se,
+                           "data_has_signal": signal}, suggestions=suggestions)
+        return
+    if linear is not None:
+        gain = cmp.score(linear.predictions) - cmp.score(majority.predictions)
+        lead = cmp.score(linear.predictions) - cmp.value
+        margin = max(CLEAR * cmp.se(linear.predictions, cmp.pred), LINEAR_SHARE * gain)
+        if lead > margin:
+            message = (f"A plain {linear.name} on the flattened inputs scores {cmp.score(linear.predictions):.3f} "
+                       f"{_brief(cmp)}, clearly above the model's {cmp.value:.3f} (lead {lead:.3f}, more than "
+                       f"{margin:.3f}: {CLEAR:g} standard errors or {LINEAR_SHARE:.0%} of the linear model's gain over "
+                       f"{majority.name}). Model: {cmp.how_trained}.")
+            suggestions = [bottleneck[1]] if bottleneck else []
+            suggestions.append("A deep model should at least match a linear one: look for an information bottleneck "
+                               "(a layer narrower than the number of outputs), a slice or mask that drops features, "
+                               "or too strong regularisation.")
+            if short:
+                message += " The copy was still improving when its training stopped, so this is only a hint."
+                suggestions.append("Train longer, or pass your trained model with Setup(trained=True).")
+            ctx.emit("CMP001", message, severity="info" if short else "warning",
+                     location=bottleneck[0] if bottleneck else "model",
+                     evidence={**evidence, "linear": cmp.score(linear.predictions), "lead": lead, "margin": margin,
+                               "still_improving": cmp.still_improving},
+                     suggestions=suggestions)
+            return
+    ctx.emit("CMP001", f"The model ({cmp.value:.3f} {_brief(cmp)}) beats {majority.name} and is not clearly below "
+                       f"the other baselines ({', '.join(_rows(cmp))}). Model: {cmp.how_trained}.",
+             severity="info", location="model", evidence=evidence)
+
+
+def _narrow_point(ctx: Context) -> tuple[str, str] | None:
+    """(location, sentence) of where information visibly narrows: a layer seeing only a slice of the
+    input, or a layer narrower than the model's output. From the shapes step 1 recorded."""
+    calls = ctx.measure("module_calls", lambda: None)
+    if not calls:
+        return None
+    modules = dict(ctx.fresh_model().named_modules())
+    def width(shape: tuple[int, ...]) -> int:
+        return math.prod(shape[1:]) if len(shape) > 1 else 1
+
+    root = next((c for c in calls if c[0] == ""), None)
+    if root is None or not root[2] or not root[3]:
+        return None
+    widest_input, out_width = max(width(s) for s in root[2]), width(root[3][0])
+    leaves = [c for c in calls if c[0] and c[0] in modules and not any(True for _ in modules[c[0]].children())]
+    if leaves and leaves[0][2] and width(leaves[0][2][0]) * 2 <= widest_input:
+        path, kind, inputs, _ = leaves[0]
+        return (f"model.{path}", f"The first layer, model.{path} ({kind}), receives only {width(inputs[0])} of the "
+                                 f"{widest_input} values of each input sample: check the slicing before it.")
+    for path, kind, _, outputs in leaves[:-1]:
+        if outputs and width(outputs[0]) < out_width:
+            return (f"model.{path}", f"model.{path} ({kind}) passes on only {width(outputs[0])} value(s) per sample, "
+                                     f"fewer than the {out_width} outputs the model must produce: widen it.")
+    return None
+
+
+# ----- CMP002 input-independent ---------------------------------------------------------------------
+@check("depends-on-inputs", step="compare", codes=("CMP002",))
+def depends_on_inputs(ctx: Context) -> None:
+    """The model must do clearly better with its real inputs than with zeroed or shuffled ones."""
+    cmp = comparison(ctx)
+    inputs, n = cmp.split.eval_inputs, len(cmp.y_eval)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(ctx.seed))
+    ablations = {"inputs zeroed": D.map_tensors(torch.zeros_like, inputs), "inputs shuffled across samples":
+                 D.index(inputs, perm)}
+    scores: dict[str, tuple[float, float]] = {}
+    for name, ablated in ablations.items():
+        outputs = predict(cmp.model, ablated, ctx.device)
+        pred = scoring.predictions(cmp.kind, outputs, ctx.setup.loss_fn, n) if outputs is not None else None
+        if pred is not None and math.isfinite(cmp.score(pred)):
+            scores[name] = (cmp.score(pred), cmp.se(cmp.pred, pred))
+            ctx.extras.setdefault("compare", {}).setdefault("rows", []).append(
+                {"name": f"model, {name}", "kind": "ablation", "value": scores[name][0]})
+    constant = _same_for_every_sample(cmp.outputs)
+    as_good = [name for name, (value, se) in scores.items() if cmp.value - value <= NOISE * se + 1e-12]
+    evidence = {"metric": cmp.metric, "split": cmp.split.description, "model": cmp.value,
+                "ablations": {k: v[0] for k, v in scores.items()}, "outputs_identical_for_every_sample": constant}
+    if not constant and not (as_good and cmp.has_signal):
+        return
+    location, where = _where_input_is_lost(cmp.model, D.index(inputs, slice(0, 64)), ctx.device)
+    if location == "model" and _narrow_point(ctx):
+        location, where = _narrow_point(ctx)
+    evidence["lost_at"] = location
+    if constant:
+        message = (f"The model's outputs are identical for all {n} evaluation samples: it ignores its inputs. "
+                   f"It scores {cmp.value:.3f} {_brief(cmp)}")
+    else:
+        message = (f"The model scores {cmp.value:.3f} {_brief(cmp)} and does as well with its "
+                   f"{' or '.join(as_good)} ({', '.join(f'{scores[k][0]:.3f}' for k in as_good)}), although the "
+                   "baselines show the inputs carry signal")
+    ctx.emit("CMP002", f"{message}. {where}", severity="error" if constant else "warning", location=location,
+             evidence=evidence,
+             suggestions=["Check what the forward pass does to the input before the first layer: a mask or "
+                          "multiplication that zeroes it, a slice that keeps only a few features, a `.detach()` or "
+                          "a constant used in its place.",
+                          "Print `model(x1) - model(x2)` for two different samples: it should not be zero."])
+
+
+def _same_for_every_sample(t: torch.Tensor) -> bool:
+    """Every row equal to the first, up to float rounding (and at least two rows)."""
+    if t.ndim == 0 or len(t) < 2:
+        return False
+    t = t.detach().float()
+    return float((t - t[:1]).abs().max()) <= 1e-5 * max(float(t.abs().max()), 1e-30)
+
+
+def _where_input_is_lost(model: nn.Module, inputs: Any, device: torch.device) -> tuple[str, str]:
+    """The first layer of the final run of layers whose outputs no longer depend on the sample."""
+    n = D.batch_len(inputs)
+    with torch.no_grad(), RecordActivations(model) as rec:
+        D.call_model(model, D.to_device(inputs, device))
+    def per_sample_constant(tensors: list[torch.Tensor]) -> bool:
+        rows = [t for t in tensors if t.ndim >= 1 and len(t) == n]
+        return bool(rows) and all(_same_for_every_sample(t) for t in rows)
+
+    leaves = sorted((c for c in rec.finished if c.is_leaf and c.outputs), key=lambda c: c.called)
+    start = len(leaves)
+    while start > 0 and per_sample_constant(leaves[start - 1].outputs):
+        start -= 1
+    if start == len(leaves):
+        return "model", "No single layer makes the outputs constant: they depend on the input only weakly."
+    first = leaves[start]
+    path = f"model.{first.path}"
+    if per_sample_constant(first.inputs):
+        return path, (f"{path} ({type(first.module).__name__}) already receives the same input for every sample: "
+                      "the code that feeds it discards the input.")
+    return path, f"{path} ({type(first.module).__name__}) turns varying inputs into the same output for every sample."
+
+
+# ----- CMP003 below known result --------------------------------------------------------------------
+HIERARCHY = {
+    "official-similar": "an official implementation evaluated on data similar to yours",
+    "official-benchmark": "an official implementation on a benchmark dataset",
+    "unofficial": "an unofficial implementation",
+    "paper": "a paper's reported result (no code)",
+    "benchmark": "the model's results on a benchmark dataset",
+    "similar-model": "a similar model on similar data",
+}
+
+
+@check("known-results", step="compare", codes=("CMP003",))
+def known_results(ctx: Context) -> None:
+    """Each known result, most trusted first: the gap to it, weighed by how trustworthy its source is."""
+    known = sorted(ctx.setup.known_results, key=lambda k: k.trust_rank)
+    if not known:
+        order = "; ".join(f"{i + 1}. {HIERARCHY[s]} (source={s!r})" for i, s in enumerate(SOURCES))
+        ctx.emit("CMP003", "No known results were given, so nndoctor can only compare with simple baselines. Look "
+                           f"for results in this order, most trusted first: {order}.", severity="info",
+                 location="known_results", evidence={"hierarchy": list(SOURCES)},
+                 suggestions=["Pass what you find as Setup(known_results=[KnownResult(metric='accuracy', value=0.97, "
+                              "source='official-similar', note='where it comes from')])."])
+        return
+    cmp = comparison(ctx)
+    majority = cmp.baseline("majority")
+    model_scores = scoring.all_scores(cmp.kind, cmp.pred, cmp.y_eval)
+    floor_scores = scoring.all_scores(cmp.kind, majority.predictions, cmp.y_eval) if majority else {}
+    for i, kr in enumerate(known):
+        _judge_known(ctx, cmp, kr, model_scores, floor_scores, rank=i)
+
+
+def _judge_known(ctx: Context, cmp: Comparison, kr: KnownResult, model_scores: dict[str, float],
+                 floor_scores: dict[str, float], rank: int) -> None:
+    canon = scoring.canonical_metric(kr.metric)
+    location = f"known_results[{ctx.setup.known_results.index(kr)}]"
+    known_value, notes = kr.value, []
+    if canon in model_scores:
+        model_value, floor, higher = model_scores[canon], floor_scores.get(canon), scoring.higher_is_better(canon)
+        per_sample = {"error_rate": "accuracy", "mse": "neg_mse"}.get(canon, canon)
+        se = (scoring.standard_error(per_sample, cmp.pred, cmp.y_eval)
+              if per_sample in ("accuracy", "balanced_accuracy", "r2", "neg_mse") else 0.0)
+        if canon in ("accuracy", "balanced_accuracy", "error_rate") and 1 < known_value <= 100:
+            known_value /= 100
+            notes.append(f"read {kr.value:g} as a percentage")
+    elif cmp.user_metric is not None:
+        model_value, floor, higher, se = cmp.user_metric, None, kr.higher_is_better, 0.0
+        notes.append("compared in your Setup.metric")
+    else:
+        ctx.emit("CMP003", f"Known result {kr.metric}={kr.value:g} ({kr.source}) cannot be compared: nndoctor does "
+                           f"not compute {kr.metric!r}.", severity="info", location=location,
+                 suggestions=["Give Setup(metric=...) that computes it from (outputs, targets), or state the known "
+                              "result as accuracy, balanced_accuracy, r2, mse, rmse or mae."])
+        return
+    gap = (known_value - model_value) if higher else (model_value - known_value)  # > 0: the model is worse
+    noise = NOISE * se
+    span = abs(known_value - floor) if floor is not None and (known_value - floor) * (1 if higher else -1) > 0 \
+        else max(abs(known_value), 1e-12)
+    shortfall = (gap - noise) / span  # the share of the way from majority to the known result still missing
+    severity = _severity(kr, shortfall, cmp)
+    evidence = {"metric": kr.metric, "known": known_value, "model": model_value, "source": kr.source,
+                "trust_rank": kr.trust_rank, "gap": gap, "noise": noise, "shortfall": shortfall, "floor": floor,
+                "split": cmp.split.description, "trained": cmp.how_trained, "note": kr.note, "remarks": notes}
+    ctx.extras.setdefault("compare", {}).setdefault("known", []).append(evidence)
+    source = HIERARCHY[kr.source]
+    if shortfall <= 0:
+        ctx.emit("CMP003", f"The model's {kr.metric} {model_value:.4g} is within noise ({noise:.3g}) of or better than "
+                           f"the known result {known_value:.4g} from {source}.", severity="info", location=location,
+                 evidence=evidence)
+        return
+    far = "far " if shortfall >= FAR else ""
+    message = (f"The model's {kr.metric} {model_value:.4g} (on {cmp.split.description}) is {far}below the known result "
+               f"{known_value:.4g} from {source} (trust rank {rank + 1} of {len(ctx.setup.known_results)} given; "
+               f"gap {gap:.3g}, {shortfall:.0%} of the way from {'the majority baseline' if floor is not None else 'zero'} "
+               f"to it still missing after allowing {noise:.3g} for noise).")
+    if kr.source in ("official-benchmark", "benchmark"):
+        message += " Benchmark data differ from yours, so some gap is expected."
+    elif kr.source == "similar-model":
+        message += " A similar model on similar data is a loose reference."
+    if cmp.training is not None:
+        message += (f" nndoctor trained a copy only briefly ({cmp.how_trained}); pass your trained model with "
+                    "Setup(trained=True) for a fair comparison.")
+    ctx.emit("CMP003", message, severity=severity, location=location, evidence=evidence,
+             suggestions=["Reproduce the known result's setup step by step (data pre-processing, model, loss, "
+                          "optimizer, schedule, training length) and find the first difference.",
+                          "If you re-implemented an official model, compare it layer by layer with "
+                          "Setup(reference_model=...) or nndoctor.compare_models."])
+
+
+def _severity(kr: KnownResult, shortfall: float, cmp: Comparison) -> str:
+    """Far below an official result on similar data: error; otherwise clearly below: warning."""
+    if kr.source == "official-similar":
+        severity = "error" if shortfall >= FAR else ("warning" if shortfall > NEAR else "info")
+    else:
+        severity = "warning" if shortfall >= FAR else "info"
+    if cmp.training is not None:  # a briefly trained copy is no fair match for a result of full training
+        severity = "warning" if shortfall >= FAR and not cmp.still_improving else "info"
+    return severity
+
+
+# ----- CMP004 reference divergence ------------------------------------------------------------------
+REFERENCE_SAMPLES = 16
+
+
+@check("reference-model", step="compare", codes=("CMP004",), needs_run=False)
+def reference_model(ctx: Context) -> None:
+    """Layer by layer against Setup(reference_model=...), on the first training samples."""
+    reference = ctx.setup.reference_model
+    if reference is None:
+        raise SkipCheck("no reference_model given")
+    batch = ctx.first_batch()
+    pair = ctx.pair(batch)
+    inputs = pair[0] if pair is not None else batch
+    inputs = D.index(inputs, slice(0, REFERENCE_SAMPLES))
+    try:
+        diff = diff_models(ctx.fresh_model(), reference, inputs)
+    except Exception as exc:  # either model crashed on the inputs: step 1 reports the model's own crashes
+        raise SkipCheck(f"running the model and the reference failed: {type(exc).__name__}: {str(exc)[:200]}")
+    for finding in divergence_findings(diff):
+        ctx.emit(**finding)
