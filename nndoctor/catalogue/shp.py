@@ -1,0 +1,78 @@
+"""SHP: tensor shapes that do not crash but silently compute the wrong thing."""
+from nndoctor.catalogue import Code, Severity
+
+E = Severity.ERROR
+
+CODES = [
+    Code(
+        code="SHP001",
+        name="silent-broadcast",
+        severity=E,
+        summary="An elementwise op broadcast two tensors of different shapes into a larger tensor (typically prediction vs target in the loss).",
+        what="""
+nndoctor traces every torch operation of the forward pass and the loss (a `TorchFunctionMode`, active
+only while it checks) and looks for elementwise operations whose result is larger than each of their
+inputs. It reports the ones where both inputs hold the same values per position and one of them has an
+extra size-1 axis, so that implicit broadcasting pairs every element of one with every element of the
+other: predictions `(N, 1)` minus targets `(N,)` give `(N, N)`. The finding names the op, the shapes,
+the module (or `loss_fn`) and your source line. A batch of another size must show the same broadcast
+at the same line, so a size that only happens to equal the batch size is not reported.
+
+Broadcasts written on purpose stay silent: a bias `(N, D) + (D,)`, scaling by a scalar or a `(N, 1)`
+mask, position embeddings `(1, T, D) + (N, T, D)`, attention masks, index grids
+(`i[:, None] >= i`), and explicit outer products where both operands are given the same rank
+(`a[:, None] - b[None, :]`) or come from one tensor (`x[:, None] - x`).
+""",
+        why="""
+Nothing crashes: `nn.MSELoss` only prints a warning, a hand-written loss not even that. The loss
+averages N x N differences between every prediction and every target, so the best the model can do is
+predict the mean target. Training runs, the loss goes down a little and plateaus.
+""",
+        example="""
+pred = model(x)                         # (N, 1)
+loss = ((pred - y) ** 2).mean()         # y: (N,) -> (pred - y) is (N, N)
+loss = nn.MSELoss()(pred, y)            # the same, with only a UserWarning
+""",
+        fix="""
+Give both operands the same shape: `pred.squeeze(1)`, or keep the targets as `(N, 1)`
+(`y.unsqueeze(1)`, `y.view_as(pred)`). Asserting `pred.shape == y.shape` before an elementwise loss
+catches it for good.
+""",
+        ignore="When the pairing of every element with every other is what you want and the operands differ in rank on purpose.",
+    ),
+    Code(
+        code="SHP002",
+        name="batch-mixing",
+        severity=E,
+        summary="The output for one sample depends on other samples of the batch (a wrong view/reshape, normalisation over the batch dimension).",
+        what="""
+A copy of the model in eval mode (so batch-norm uses its running statistics and dropout is off) runs
+on the first batch twice: as it is, and with one sample replaced by another sample of the batch. For a
+correct model only that sample's outputs change. When other samples' outputs move beyond float
+tolerance, the model mixes samples. Forward hooks compare every module's inputs and outputs between
+the two runs; the finding names the first module whose output (or, when the mixing happens in code
+between modules, the module whose forward did it) shows other samples moving, and how many moved.
+""",
+        why="""
+A model that mixes samples learns from the wrong data (each row is a blend of several samples), its
+predictions depend on what else is in the batch, and its evaluation changes with the batch size. With
+`view`/`reshape` instead of `permute`/`transpose` the shapes are right and nothing crashes.
+""",
+        example="""
+h = x.view(T, N, D)                      # x is (N, T, D): reinterprets memory, mixing samples
+h, _ = self.lstm(h)                      # nn.LSTM without batch_first expects (T, N, D)
+
+out = nn.LogSoftmax(dim=0)(logits)       # normalises over the batch, not over the classes
+""",
+        fix="""
+Reorder axes with `x.transpose(0, 1)` or `x.permute(...)` (or use `batch_first=True`), apply softmax,
+log-softmax and normalisations over the feature axis (`dim=1` or `dim=-1`), and reduce over the
+right axis (`x.mean(dim=1)`, not `dim=0`).
+""",
+        ignore="""
+When the model compares the samples of a batch on purpose (set models, in-batch attention) or uses
+batch statistics in eval mode by design (batch-norm with `track_running_stats=False`; reported as a
+warning).
+""",
+    ),
+]
