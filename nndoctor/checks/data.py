@@ -6,7 +6,6 @@ needs a training step; DAT001 and DAT003 run the model's forward when it can.
 """
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -37,15 +36,23 @@ def _sample(ctx: Context, split: str) -> tuple[Any, Any] | None:
             pair = source.collect(max_samples=SAMPLE, max_batches=64)
         except Exception:  # the user's loader raised: step 1 reports reading errors
             return None
-        return None if pair is None else D.to_device(pair, "cpu")
+        if pair is None or not _batch_first(*pair):
+            return None
+        return D.to_device(pair, "cpu")
 
     return ctx.measure(f"data_sample:{split}", collect)
+
+
+def _batch_first(inputs: Any, targets: Any) -> bool:
+    """Every input tensor has one row per target (time-major batches are not)."""
+    n = len(targets) if isinstance(targets, torch.Tensor) and targets.ndim else D.batch_len(inputs)
+    return all(t.ndim >= 1 and len(t) == n for t in D.tensors_in(inputs))
 
 
 def _train_sample(ctx: Context) -> tuple[Any, Any]:
     sample = _sample(ctx, "train")
     if sample is None:
-        raise SkipCheck("training batches are not (inputs, targets) pairs of tensors")
+        raise SkipCheck("training batches are not batch-first (inputs, targets) pairs of tensors")
     return sample
 
 
@@ -81,8 +88,7 @@ def input_scale(ctx: Context) -> None:
         stats = feature_stats(tensor)
         problem = _scale_problem(stats)
         if problem:
-            _report_scale(ctx, name, len(leaves), stats, consumer, tensor is not leaf and not shares_storage(tensor, leaf),
-                          *problem)
+            _report_scale(ctx, name, len(leaves), stats, consumer, not shares_storage(tensor, leaf), *problem)
 
 
 def _first_layers(ctx: Context, inputs: Any) -> list | None:
@@ -132,12 +138,16 @@ def _report_scale(ctx: Context, name: str, leaves: int, stats: FeatureStats, con
                   severity: str, problem: str) -> None:
     pixels = stats.integer_valued and stats.low >= 0 and 1.5 < stats.high <= 255
     layer = f"model.{consumer.path}".rstrip(".") if consumer is not None else None
-    where = f"The inputs{'' if name == 'inputs' else ' ' + name}"
+    where = "The inputs" if name == "inputs" else f"The input {name}"
     if layer:
-        where += f" reach {layer} ({type(consumer.module).__name__})" + (" after the model's own transforms" if transformed else "")
-    message = (f"{where} {problem}; values span [{stats.low:.4g}, {stats.high:.4g}] over {stats.samples} samples. "
+        where += (f" that reach {layer} ({type(consumer.module).__name__})"
+                  + (" after the model's own transforms" if transformed else ""))
+    message = (f"{where} are {problem}; values span [{stats.low:.4g}, {stats.high:.4g}] in {stats.samples} samples. "
                "Layers are initialised for inputs of roughly unit scale: far larger values saturate activations and "
                "blow up the first layer's gradients, far smaller ones barely move it.")
+    if stats.tabular and stats.rms.numel() > 1:
+        worst = torch.argsort(stats.rms, descending=True)[:3].tolist()
+        message += " Largest: " + ", ".join(f"column {i} (RMS {float(stats.rms[i]):.3g})" for i in worst) + "."
     suggestions = []
     if pixels:
         message += " These look like raw 0-255 pixel values."
@@ -183,13 +193,16 @@ def _report_non_finite(ctx: Context, split: str, samples: int, found: list) -> N
                      f"(by {axis}: {where})")
         evidence[name] = {"nan": counts.nan, "inf": counts.inf, "samples": counts.rows,
                           "positions": [[_position(t, p), c] for p, c in counts.positions]}
-    message = (f"The {split} data holds non-finite values, in the {samples} samples read: " + "; ".join(parts) +
+    message = (f"The {_SPLIT_NAMES[split]} data holds non-finite values, in the {samples} samples read: " + "; ".join(parts) +
                ". One NaN in a batch makes the loss and every gradient NaN; training then silently stops learning.")
     ctx.emit("DAT002", message, location=f"{split}_data", evidence=evidence,
              suggestions=["Find them with `torch.isnan(x).nonzero()` and look at how they were produced (missing "
                           "values read as NaN, division by zero, log of 0).",
                           "Impute them (`sklearn.impute.SimpleImputer(strategy='median')`, fitted on train) or drop "
                           "those samples before training."])
+
+
+_SPLIT_NAMES = {"train": "training", "val": "validation"}
 
 
 def _position(t: torch.Tensor, flat: int) -> str:
@@ -469,9 +482,10 @@ def batch_order(ctx: Context) -> None:
         majority = overall.max() / overall.sum()
         purity = [np.bincount(y.astype(np.int64)).max() / len(y) for y in ys]
         if np.median(purity) >= PURE and majority <= 0.6:
-            shown = ", ".join(_classes(y) for y in ys)
+            shown = " ".join(_classes(y) for y in ys)
             ctx.emit("DAT006",
-                     f"The first {len(ys)} training batches each hold almost only one class ({shown}), while the "
+                     f"The first {len(ys)} training batches each hold almost only one class (classes per batch: "
+                     f"{shown}), while the "
                      f"largest class is {majority:.0%} of the data: the samples are ordered by target and not "
                      "shuffled. Each step then pushes the model towards one class and the next undoes it.",
                      location="train_data",
@@ -491,8 +505,9 @@ def batch_order(ctx: Context) -> None:
 
 
 def _classes(y: np.ndarray) -> str:
+    """The classes of one batch, most frequent first: "[3]" or "[3, 4]"."""
     values, counts = np.unique(y, return_counts=True)
-    return "/".join(str(int(v)) for v in values[np.argsort(-counts)][:2])
+    return "[" + ", ".join(str(int(v)) for v in values[np.argsort(-counts)][:3]) + "]"
 
 
 def _shuffle_fixes(ctx: Context) -> list[str]:

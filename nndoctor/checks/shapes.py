@@ -12,7 +12,7 @@ from nndoctor import data as D
 from nndoctor.checks import SkipCheck, check
 from nndoctor.context import Context
 from nndoctor.probes.broadcast import BROADCASTING_LOSSES, Broadcast, BroadcastTracer
-from nndoctor.probes.sample_rows import Event, SampleRows, row_changes
+from nndoctor.probes.sample_rows import Event, SampleRows, moves_of_others
 
 # ----- SHP001 ----------------------------------------------------------------------------------
 
@@ -194,25 +194,21 @@ def _sample_rows(ctx: Context, feed: Any, n: int, is_inputs: bool) -> list[Event
 
 
 def _mixing(before: Event, after: Event, k: int) -> tuple[int, float] | None:
-    """(samples other than ``k`` that moved, largest relative move) when some tensor of the event cannot
-    be read as per-sample along any of its candidate batch axes; None otherwise."""
+    """(samples other than ``k`` that moved, largest relative move) over the event's tensors; None when
+    none moved."""
     worst = None
-    for cands_before, cands_after in zip(before.tensors, after.tensors):
-        moves = []
-        for rb, ra in zip(cands_before, cands_after):
-            if rb.values.shape != ra.values.shape:
-                continue
-            change = row_changes(rb, ra)  # (N,)
-            others = torch.cat([change[:k], change[k + 1:]])
-            moves.append((int((others > _tolerance(rb)).sum()), float(others.max())))
-        if moves and all(count > 0 for count, _ in moves):
-            best = min(moves)
-            worst = best if worst is None or best > worst else worst
+    for rows_before, rows_after in zip(before.tensors, after.tensors):
+        if rows_before.values.shape != rows_after.values.shape:
+            continue
+        moves = moves_of_others(rows_before, rows_after, k)  # (N-1,)
+        moved = int((moves > _tolerance(rows_before)).sum())
+        if moved and (worst is None or (moved, float(moves.max())) > worst):
+            worst = (moved, float(moves.max()))
     return worst
 
 
 def _tolerance(rows: Any) -> float:
-    return _TOLERANCE.get(rows.values.dtype, _DEFAULT_TOLERANCE)
+    return _TOLERANCE.get(rows.dtype, _DEFAULT_TOLERANCE)
 
 
 def _report_mixing(ctx: Context, first: Event, local: tuple[int, float], final: tuple[int, float],

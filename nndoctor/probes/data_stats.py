@@ -52,6 +52,7 @@ class FeatureStats:
     low: float  # smallest and largest finite value
     high: float
     integer_valued: bool  # every finite value is a whole number
+    tabular: bool  # a 2-D (N, F) tensor with every column kept: feature i is column i
 
     @property
     def live(self) -> torch.Tensor:
@@ -72,6 +73,7 @@ def feature_stats(t: torch.Tensor) -> FeatureStats:
         samples=len(x), mean=mean, std=std, rms=rms,
         low=float(kept.min()) if kept.numel() else 0.0, high=float(kept.max()) if kept.numel() else 0.0,
         integer_valued=bool(kept.numel()) and bool((kept == kept.round()).all()),
+        tabular=t.ndim == 2 and t.shape[1] <= MAX_FEATURES,
     )
 
 

@@ -1,9 +1,10 @@
-"""SampleRows: every module's inputs and outputs during one forward, kept as one row per sample.
+"""SampleRows: every module's inputs and outputs during one forward, kept per sample.
 
 For each module call, in call order, and each tensor it receives or returns that has a dimension of the
-batch's size, it keeps (a few evenly spaced values of) every sample along each such dimension: a
-dimension of that size is only a candidate batch axis, since sizes can coincide. Comparing two runs
-whose batches differ in one sample shows which samples each tensor depends on.
+batch's size, it keeps (a few evenly spaced values of) every sample. Comparing two runs whose batches
+differ in one sample shows which samples each tensor depends on. A tensor with two dimensions of that
+size (a sample-by-sample similarity matrix, or a sequence as long as the batch) is kept along both:
+entry (i, j) may then depend on samples i and j.
 """
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from nndoctor.data import tensors_in
 
 @dataclass
 class Rows:
-    dim: int  # the candidate batch dimension of the tensor
-    values: torch.Tensor  # (N, k) float32: k evenly spaced values of each sample along ``dim``
+    dims: tuple[int, ...]  # the tensor's dimensions of the batch's size (at most two), moved to the front
+    values: torch.Tensor  # (N, k) or (N, N, k) float32: k evenly spaced values per sample (pair)
+    dtype: torch.dtype  # of the tensor itself: its precision bounds how exactly two runs can agree
 
 
 @dataclass
@@ -28,7 +30,7 @@ class Event:
     kind: str  # "input" | "output"
     module: nn.Module
     caller: str | None  # path of the module whose forward made this call; None for the model itself
-    tensors: list[list[Rows]] = field(default_factory=list)  # per tensor: one Rows per candidate dim
+    tensors: list[Rows] = field(default_factory=list)
 
 
 class SampleRows:
@@ -75,27 +77,33 @@ class SampleRows:
         return hook
 
     @torch.no_grad()
-    def _rows(self, obj: Any) -> list[list[Rows]]:
+    def _rows(self, obj: Any) -> list[Rows]:
         found = []
         for t in tensors_in(obj):
-            dims = [d for d, size in enumerate(t.shape) if size == self.batch_size]
+            dims = tuple(d for d, size in enumerate(t.shape) if size == self.batch_size)[:2]
             if dims and not t.is_complex() and t.device.type != "meta":
-                found.append([Rows(d, self._sample(t, d)) for d in dims])
+                found.append(Rows(dims, self._sample(t, dims), t.dtype))
         return found
 
-    def _sample(self, t: torch.Tensor, dim: int) -> torch.Tensor:
-        rows = t.detach().movedim(dim, 0).reshape(self.batch_size, -1)  # (N, features)
-        width = rows.shape[1]
-        if width > self.columns:
-            rows = rows[:, torch.linspace(0, width - 1, self.columns, device=rows.device).long()]
-        return rows.to(device="cpu", dtype=torch.float32, copy=True)
+    def _sample(self, t: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+        lead = (self.batch_size,) * len(dims)
+        values = t.detach().movedim(dims, tuple(range(len(dims)))).reshape(*lead, -1)  # (N, [N,] features)
+        width, keep = values.shape[-1], max(4, self.columns // self.batch_size ** (len(dims) - 1))
+        if width > keep:
+            values = values[..., torch.linspace(0, width - 1, keep, device=values.device).long()]
+        return values.to(device="cpu", dtype=torch.float32, copy=True)
 
 
-def row_changes(before: Rows, after: Rows) -> torch.Tensor:
-    """Per sample: the largest change of its values, relative to the largest value of ``before``. (N,)"""
+def moves_of_others(before: Rows, after: Rows, k: int) -> torch.Tensor:
+    """For each sample other than ``k``: the largest change of its values (for a pairwise tensor, of its
+    entries with samples other than ``k``), relative to the largest value of ``before``. (N-1,)"""
     delta = (after.values - before.values).abs()
     both_nan = torch.isnan(after.values) & torch.isnan(before.values)
     delta = torch.nan_to_num(delta.masked_fill(both_nan, 0.0), nan=float("inf"))
-    scale = torch.nan_to_num(before.values.abs(), nan=0.0, posinf=0.0).max()
-    scale = torch.clamp(scale, min=torch.finfo(torch.float32).tiny)
-    return (delta / scale).amax(dim=1) if delta.shape[1] else torch.zeros(len(delta))
+    scale = torch.nan_to_num(before.values.abs(), nan=0.0, posinf=0.0).max() if delta.numel() else torch.tensor(0.0)
+    delta = delta / torch.clamp(scale, min=torch.finfo(torch.float32).tiny)
+    others = torch.cat([torch.arange(k), torch.arange(k + 1, delta.shape[0])])
+    delta = delta[others]
+    if len(before.dims) == 2:
+        delta = delta[:, others]  # entry (i, j) may depend on samples i and j
+    return delta.reshape(len(others), -1).amax(dim=1) if delta[0].numel() else torch.zeros(len(others))
