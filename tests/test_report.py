@@ -1,0 +1,287 @@
+"""The three views of a Report: terminal text, the self-contained HTML page with its plots, the JSON schema."""
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import subprocess
+import sys
+from importlib import resources
+
+import jsonschema
+import pytest
+from helpers import validate
+
+from nndoctor.findings import CheckRecord, Finding, Report
+from nndoctor.report import plots
+from nndoctor.report.terminal import make_console, print_report, render_text
+
+XSS = "<script>alert(1)</script>"
+LONG_PATH = "model." + ".".join(f"encoder_block_{i}" for i in range(12)) + ".attention.out_proj"
+
+
+def curve(n: int = 60, rate: float = 30.0, floor: float = 0.3) -> list[float]:
+    return [2.3 * math.exp(-i / rate) + floor for i in range(n)]
+
+
+def synthetic_report(**meta) -> Report:
+    """A report with a finding of every step, every plot's data, and one of each check status."""
+    findings = [
+        Finding("LOS001", "The model ends in model.3 (Softmax) and CrossEntropyLoss applies log-softmax again: "
+                          "initial loss 2.302, gradient norm 0.003.", location="model.3",
+                evidence={"initial_loss": 2.302, "loss": "CrossEntropyLoss"},
+                suggestions=["Remove the final `nn.Softmax`: CrossEntropyLoss takes raw logits."]),
+        Finding("DAT001", "Inputs have std 101.3, far from 1.", location="train_data", severity="warning",
+                evidence={"std": 101.3}, suggestions=["Scale the inputs: `x / 255`."]),
+        Finding("NUM004", "80% of the units of model.1 never activate.", location="model.1", severity="warning",
+                evidence={"layers": [{"name": "model.1", "dead_fraction": 0.8}]}),
+        Finding("OFB004", "Training on one batch plateaus at 0.95 after 60 steps.", location="model",
+                evidence={"curve": curve(floor=0.95), "confirmation_curve": curve(floor=0.5),
+                          "fix_curve": curve(rate=5, floor=0.0)},
+                suggestions=["Raise the learning rate (`lr=1e-2` overfits the batch)."]),
+        Finding("GRD004", "Gradients of model.0 are 1e-9.", location="model.0", severity="warning",
+                evidence={"layers": [{"name": "model.0", "grad_norm": 1e-9, "update_ratio": 1e-10}]}),
+        Finding("OFB000", "A healthy run would overfit one batch.", severity="info"),
+        Finding("CMP001", "The model (0.31) is below logistic regression (0.95).", location="model",
+                evidence={"model": 0.31}, suggestions=["Look for an information bottleneck."]),
+    ]
+    checks = [
+        CheckRecord("one-training-step", "passed", 0.4, "", "run"),
+        CheckRecord("memory-fit", "skipped", 0.0, "no memory budget given", "run"),
+        CheckRecord("loss-input", "failed", 0.1, "LOS001", "bugs"),
+        CheckRecord("data-scale", "failed", 0.1, "DAT001", "bugs"),
+        CheckRecord("dead-units", "failed", 0.1, "NUM004", "bugs"),
+        CheckRecord("overfit-one-batch", "failed", 2.0, "OFB004", "overfit"),
+        CheckRecord("gradient-flow", "crashed", 0.1, "ValueError: boom | gradients.py:3", "overfit"),
+        CheckRecord("beats-baselines", "failed", 1.0, "CMP001", "compare"),
+        CheckRecord("ddp-replicas", "skipped", 0.0, "not selected", "distributed"),
+    ]
+    extras = {
+        "overfit": {"curves": {"one batch, lr 1e-3": curve(floor=0.95)}, "ylabel": "loss"},
+        "gradients": {"layers": [{"name": f"model.{i}", "grad_norm": 10.0 ** -i, "update_ratio": 10.0 ** (-i - 2)}
+                                 for i in (0, 2, 4)]},
+        "activations": {"layers": [{"name": "model.1", "dead_fraction": 0.8, "saturated_fraction": 0.0}]},
+        "compare": {"metric": "accuracy", "split": "validation data", "rows": [
+            {"name": "model", "kind": "model", "value": 0.31},
+            {"name": "majority class", "kind": "baseline", "value": 0.1},
+            {"name": "logistic regression", "kind": "baseline", "value": 0.95},
+            {"name": "chance (uniform guessing)", "kind": "chance", "value": 0.1},
+            {"name": "known result (paper)", "kind": "known", "value": 0.98}]},
+        "loss_curve": curve(200, rate=80),
+    }
+    return Report(findings=findings, checks=checks,
+                  meta={"seconds": 4.2, "seed": 0, "task": {"kind": "classification", "num_classes": 10},
+                        "extras": extras, **meta})
+
+
+def hostile_report() -> Report:
+    """Every user-controlled string is markup that would run if it were not escaped."""
+    layer = f"model.{XSS}"
+    return Report(
+        findings=[Finding("RUN001", f"The forward crashed in {layer} ({XSS}) `{XSS}`", location=layer,
+                          evidence={XSS: XSS, "chain": [XSS, {"x": XSS}], "file": f"/home/{XSS}/train.py:3"},
+                          suggestions=[f"Rename `{XSS}` to <b>x</b>"]),
+                  Finding("OFB004", XSS, location=layer, evidence={"curves": {XSS: curve()}}),
+                  Finding("GRD004", XSS, location=layer, severity="warning",
+                          evidence={"layers": [{"name": layer, "grad_norm": 1e-9, "update_ratio": 1e-9}]})],
+        checks=[CheckRecord(XSS, "crashed", 0.0, XSS, "run")],
+        meta={"title": XSS, "task": {"kind": XSS}, "extras": {
+            "compare": {"metric": XSS, "split": XSS, "rows": [{"name": XSS, "kind": XSS, "value": 0.5}]},
+            "loss_curve": {"steps": [0, 1, 2], "loss": [1.0, 0.5, 0.25]}}},
+    )
+
+
+def svgs(page: str) -> list[str]:
+    return re.findall(r"<svg\b.*?</svg>", page, flags=re.S)
+
+
+# ----- terminal --------------------------------------------------------------------------------------
+def test_terminal_groups_by_step_errors_first_with_where_fix_and_verdict():
+    text = render_text(synthetic_report())
+    headings = [line for line in text.splitlines() if re.match(r"\d\. ", line)]
+    assert [h.split("  ")[0] for h in headings] == [
+        "1. Get the model to run", "2. The five common bugs", "3. Overfit a single batch",
+        "4. Compare to known results"]
+    bugs = text[text.index("2. The five common bugs"):text.index("3. Overfit")]
+    assert bugs.index("ERROR    LOS001") < bugs.index("WARNING  DAT001") < bugs.index("WARNING  NUM004")
+    assert "where: model.3" in bugs and "fix: Remove the final `nn.Softmax`" in bugs
+    assert "silence with `--ignore LOS001`; details: `nndoctor codes LOS001`" in bugs
+    assert "initial loss 2.302" in bugs  # the numbers
+    assert "gradient-flow: ValueError: boom" in text  # crashed checks are said, not hidden
+    assert "memory-fit: no memory budget given" in text and "ddp-replicas" not in text  # unselected: quiet
+    last = text.rstrip().splitlines()[-1]
+    assert last == "verdict: fix 3 errors first (CMP001, LOS001, OFB004); 3 warnings in 4.2 s; 1 unfinished check"
+
+
+@pytest.mark.parametrize("width", [100, 72])
+def test_terminal_lines_fit_the_width_with_long_messages_and_paths(width):
+    finding = Finding("RUN001", "The forward crashed in " + LONG_PATH + " " + "x" * 230 + " shapes (64, 10) "
+                      "and (20, 10) " * 12, location=LONG_PATH,
+                      suggestions=["Reshape with `x.view(x.size(0), -1)` in " + LONG_PATH + " " * 3 + "now " * 40])
+    report = Report(findings=[finding, *synthetic_report().findings],
+                    checks=[CheckRecord("c" * 150, "skipped", 0.0, "because " * 40, "run")])
+    text = render_text(report, width=width)
+    assert max(len(line) for line in text.splitlines()) <= width
+    assert not [line for line in text.splitlines() if line != line.rstrip()]  # no trailing padding
+    unwrapped = re.sub(r"\s+", "", text)
+    assert re.sub(r"\s+", "", LONG_PATH) in unwrapped  # folded, not cut
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_terminal_plain_in_pipes_and_without_colour_under_no_color(monkeypatch):
+    pipe = io.StringIO()
+    print_report(synthetic_report(), make_console(pipe))
+    assert "\x1b[" not in pipe.getvalue()  # not a terminal: no escape codes at all
+    assert max(len(line) for line in pipe.getvalue().splitlines()) <= 100
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    tty = FakeTerminal()
+    print_report(synthetic_report(), make_console(tty))
+    assert not re.search(r"\x1b\[[0-9;]*(3[0-9]|9[0-7])[;m]", tty.getvalue())  # bold allowed, colour not
+    assert "ERROR    LOS001" in re.sub(r"\x1b\[[0-9;]*m", "", tty.getvalue())
+
+    monkeypatch.delenv("NO_COLOR")
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    coloured = FakeTerminal()
+    print_report(synthetic_report(), make_console(coloured))
+    assert "\x1b[1;31m" in coloured.getvalue()  # the control: colour does appear on a colour terminal
+
+
+def test_terminal_verdict_for_clean_and_warning_only_reports():
+    clean = Report(checks=[CheckRecord("one-training-step", "passed", 0.1, "", "run")], meta={"seconds": 1.0})
+    assert render_text(clean).rstrip().splitlines()[-1] == "verdict: no problems found in 1.0 s"
+    warn = Report(findings=[Finding("DAT001", "scale", severity="warning")])
+    assert render_text(warn).rstrip().splitlines()[-1].startswith("verdict: no errors, 1 warning worth a look")
+
+
+# ----- HTML ------------------------------------------------------------------------------------------
+def test_html_has_verdict_first_then_steps_with_errors_first():
+    page = synthetic_report(title="nndoctor check my_setup.py").to_html()
+    assert "<title>nndoctor check my_setup.py</title>" in page
+    verdict = page[page.index('class="verdict error"'):page.index("</section>")]
+    assert "3 errors, 3 warnings" in verdict
+    todo = re.findall(r"<b>([A-Z]{3}\d{3})</b>", verdict)
+    assert todo == ["LOS001", "OFB004", "CMP001", "DAT001", "NUM004", "GRD004"]  # errors first, in step order
+    cards = re.findall(r'<article class="finding (\w+)" id="finding-\d+" data-code="(\w+)"', page)
+    assert [c for _, c in cards] == ["LOS001", "DAT001", "NUM004", "OFB004", "GRD004", "OFB000", "CMP001"]
+    card = page[page.index('data-code="LOS001"'):]
+    card = card[:card.index("</article>")]
+    for part in ("<code>model.3</code>", "initial loss 2.302", "<code>nn.Softmax</code>", "<details class=evidence>",
+                 "<code>--ignore LOS001</code>", "<code>nndoctor codes LOS001</code>"):
+        assert part in card
+    assert "gradient-flow" in page and "could not finish" in page
+
+
+def test_html_is_self_contained_and_printable():
+    page = synthetic_report().to_html()
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    assert not re.search(r"<(script|link|iframe|object|embed|img)\b", page, flags=re.I)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page, flags=re.I)
+    assert not re.search(r"@import|url\((?!#)", page)  # nothing but in-page references
+    assert "@media print" in page
+
+
+def test_html_plots_every_documented_key_and_only_those_present():
+    page = synthetic_report().to_html()
+    labels = re.findall(r'<svg role="img" aria-label="([^"]+)"', page)
+    assert labels == ["Loss during the run", "Activations per layer", "Overfitting a single batch",
+                      "Gradient flow per layer", "Model vs baselines: accuracy (validation data)"]
+    ids = re.findall(r'\bid="([^"]+)"', page)
+    assert len(ids) == len(set(ids))  # several SVGs share one page: no id clashes
+    bare = Report(findings=[Finding("LOS001", "m")], checks=[CheckRecord("one-training-step", "passed", 0.1, "", "run")])
+    assert svgs(bare.to_html()) == []
+
+
+@pytest.mark.parametrize("extras", [
+    {"overfit": "not a dict", "gradients": [1, 2], "activations": {"layers": "x"}, "compare": {"rows": None},
+     "loss_curve": "nan"},
+    {"overfit": {"curves": {"a": [], "b": ["x", None], "c": {"steps": [1], "loss": [1, 2]}}},
+     "gradients": {"layers": [{"name": "a"}, {"grad_norm": 1}, {"name": "b", "grad_norm": "inf"}]},
+     "activations": {"layers": [{"name": "a", "dead_fraction": None}]},
+     "compare": {"rows": [{"name": "m", "value": None}, "junk"]}, "loss_curve": [math.nan, math.inf]},
+    {"loss_curve": [[0, 1.0], [1, "nan"]], "gradients": {"layers": [{"name": "a", "grad_norm": 0.0,
+                                                                      "update_ratio": -1.0}]}},
+])
+def test_html_with_malformed_plot_data_still_renders(extras):
+    report = Report(findings=[Finding("OFB002", "boom", evidence={"curve": "not numbers", "x_curve": [1, "a"]})],
+                    meta={"extras": extras})
+    page = report.to_html()
+    assert "OFB002" in page and page.rstrip().endswith("</html>")
+
+
+def test_a_diverging_curve_is_marked_where_it_stops():
+    svg = plots.curves_plot({"run": [1.0, 3.0, 50.0, "inf", "nan"]}, title="t")
+    assert svg is not None and svg.startswith("<svg")
+    assert plots.curves_plot({"run": ["nan"]}, title="t") is None
+    assert plots.curve({"steps": [0, 5], "loss": [1, 2]}) == ([0.0, 5.0], [1.0, 2.0])
+    assert plots.curve([[0, 1], [2, 3]]) == ([0.0, 2.0], [1.0, 3.0])
+
+
+def test_every_user_string_is_escaped_in_html():
+    page = hostile_report().to_html()
+    assert "<script" not in page.lower()
+    assert "<b>x</b>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<code>&lt;script&gt;alert(1)&lt;/script&gt;</code>" in page  # backticks still become code
+    assert len(svgs(page)) == 4  # the hostile names were drawn, as paths (no text elements)
+    assert all("<text" not in svg for svg in svgs(page))
+
+
+def test_plot_labels_with_dollar_signs_are_text_not_tex():
+    layers = ["model.$a$", "model.$\\frac{1}{0}$", "model.b$"]
+    svg = plots.layer_bars_plot(layers, [{"values": [1.0, 2.0, 3.0], "xlabel": "x"}], title="$x$")
+    assert svg is not None
+
+
+def test_importing_nndoctor_does_not_import_matplotlib():
+    code = "import sys, nndoctor; sys.exit('matplotlib' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# ----- JSON schema ------------------------------------------------------------------------------------
+def schema() -> dict:
+    return json.loads(resources.files("nndoctor.report").joinpath("schema.json").read_text())
+
+
+def test_schema_ships_in_the_package_and_is_valid():
+    jsonschema.Draft202012Validator.check_schema(schema())
+    validate(synthetic_report())
+    validate(hostile_report())
+
+
+@pytest.mark.parametrize("corrupt", [
+    lambda d: d["findings"][0].pop("location"),
+    lambda d: d["findings"][0].update(severity="fatal"),
+    lambda d: d["findings"][0].update(code="LOS1"),
+    lambda d: d["findings"][0].update(suggestions="one string"),
+    lambda d: d["checks"][0].update(status="ok"),
+    lambda d: d["checks"][0].update(seconds=-1),
+    lambda d: d.pop("nndoctor_version"),
+])
+def test_schema_rejects_broken_reports(corrupt):
+    doc = json.loads(synthetic_report().to_json())
+    jsonschema.validate(doc, schema())
+    corrupt(doc)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, schema())
+
+
+# ----- a real report ------------------------------------------------------------------------------------
+def test_real_report_of_the_demo_in_all_three_views():
+    from helpers import run_checked
+
+    from nndoctor.demo import buggy_setup
+
+    report = run_checked(buggy_setup(), budget=30)  # validates the JSON against the schema
+    assert report.errors or report.warnings
+    text = render_text(report)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert text.rstrip().splitlines()[-1].startswith("verdict:")
+    page = report.to_html()
+    for f in report.errors + report.warnings:
+        assert f'data-code="{f.code}"' in page
