@@ -122,6 +122,7 @@ def emit_report(report: Any, json_path: str | None, html_path: str | None, title
     from nndoctor.report.terminal import print_report
 
     print_report(report, title=title)
+    report.meta.setdefault("title", title)  # names what was checked in the JSON and HTML
     _write(json_path, report.to_json)
     _write(html_path, report.to_html)
     for label, path in (("JSON", json_path), ("HTML", html_path)):
