@@ -64,7 +64,7 @@ def _where(split: str, name: str = "inputs", leaves: int = 1) -> str:
 
 LARGE = 20.0  # per-feature RMS above this is far from the unit scale layers are initialised for
 HUGE = 100.0  # ... and above this, an error
-TINY = 1e-3  # every feature's RMS below this: scaled twice?
+TINY = 1e-2  # every feature's RMS below this: scaled twice (pixels / 255 / 255)?
 SPREAD = 100.0  # largest feature RMS over the median one
 
 
@@ -286,9 +286,11 @@ def _target_problem(ctx: Context, y: torch.Tensor, width: int | None) -> tuple[s
             return (f"The labels run from 1 to {high} but the model has {width} outputs, so class indices must "
                     f"run 0..{width - 1}: the labels are 1-based.",
                     ["Shift them: `y = y - 1` (once, in the dataset)."], evidence)
-        return (f"Targets reach {high} but the model has {width} outputs (class indices 0..{width - 1}).",
-                [f"Give the last layer {high + 1} outputs if there are {high + 1} classes, or remap the labels to "
-                 f"0..{width - 1} (`sklearn.preprocessing.LabelEncoder`)."], evidence)
+        fix = (["For two classes with one output unit use `nn.BCEWithLogitsLoss()` with float targets of shape "
+                "(N, 1); or give the last layer 2 outputs."] if width == 1 else
+               [f"Give the last layer {high + 1} outputs if there are {high + 1} classes, or remap the labels to "
+                f"0..{width - 1} (`sklearn.preprocessing.LabelEncoder`)."])
+        return f"Targets reach {high} but the model has {width} outputs (class indices 0..{width - 1}).", fix, evidence
     return None
 
 
@@ -339,15 +341,14 @@ def _report_targets(ctx: Context, split: str, message: str, suggestions: list[st
 
 # ----- DAT004 ----------------------------------------------------------------------------------
 
-SIGNAL_SAMPLES = 1000  # samples for the probe: half to fit, half to score
-ALPHA = 0.01  # "no signal" when a probe's edge over chance is not significant at this level
+SIGNAL_SAMPLES = 2000  # samples for the probes; each half is predicted by probes fitted on the other
+ALPHA = 0.01  # level of the tests and of the confidence bounds below
+EDGE = 0.15  # "no signal" when even the optimistic bound of every probe's edge over chance is below this
 
 
 @check("data-signal", step="bugs", codes=("DAT004",), needs_run=False)
 def label_signal(ctx: Context) -> None:
-    """Fit nearest-neighbour and linear probes on half a sample, score them on the other half."""
-    from scipy import stats
-
+    """Nearest-neighbour and linear probes, cross-fitted on two halves of a sample: are they better than chance?"""
     inputs, targets = _train_sample(ctx)
     leaves = named_leaves(inputs)
     if any(is_token_ids(t) or (not is_feature_tensor(t) and t.dtype != torch.bool and t.numel() and int(t.max()) > 1)
@@ -360,45 +361,76 @@ def label_signal(ctx: Context) -> None:
     n = min(len(labels), SIGNAL_SAMPLES)
     if n < 100 or (kind != "regression" and len(np.unique(labels)) < 2):
         raise SkipCheck("too few samples or a single class")
-    order = torch.from_numpy(np.random.default_rng(ctx.seed).permutation(len(labels))[:n])
-    fit, held = order[: n // 2], order[n // 2:]
+    order = np.random.default_rng(ctx.seed).permutation(len(labels))[:n]
     features = tuple(t for _, t in leaves if is_feature_tensor(t))
-    baselines, description = fit_baselines(kind, D.index(features, fit), labels[fit.numpy()],
-                                           D.index(features, held), seed=ctx.seed)
-    truth = labels[held.numpy()]
-    results = []
-    for b in baselines:
-        if b.predictions is None or b.kind == "majority":
-            continue
-        if kind == "regression":
-            p_value = min(_correlation_p(b.predictions[:, i], truth[:, i], stats) for i in range(truth.shape[1]))
-            results.append((p_value, b.name, _r(b.predictions, truth)))
-        else:
-            correct = int((b.predictions == truth).sum())
-            chance = _chance_accuracy(b.predictions, truth)
-            p_value = float(stats.binomtest(correct, len(truth), chance, alternative="greater").pvalue)
-            results.append((p_value, b.name, (correct / len(truth), chance)))
+    predicted, description = _cross_fitted(kind, features, labels, order, ctx.seed)
+    truth = labels[order]
+    results = sorted((_edge(kind, pred, truth) + (name,) for name, pred in predicted.items()), key=lambda r: -r[1])
     if not results:
         raise SkipCheck("no probe could be fitted")
-    p_value, name, score = min(results)
-    if p_value <= ALPHA:
+    edge, upper, p_value, score, name = results[0]  # the most favourable probe
+    if p_value <= ALPHA or upper >= EDGE:
         return
-    if kind == "regression":
-        what = f"the best probe ({name}) predicts held-out targets with correlation {score:.2f}"
-    else:
-        what = f"the best probe ({name}) scores {score[0]:.1%} on held-out samples where chance is {score[1]:.1%}"
+    what = (f"the best probe ({name}) predicts held-out targets with correlation {score[0]:.2f}" if kind == "regression"
+            else f"the best probe ({name}) scores {score[0]:.1%} on held-out samples where chance is {score[1]:.1%}")
     ctx.emit("DAT004",
-             f"The training targets look unrelated to the inputs: {what} (p = {p_value:.2g}; fitted on {len(fit)} "
-             f"samples, {description}). Labels shuffled separately from the inputs, or misaligned with them, give "
-             "exactly this; a model then only memorises.",
+             f"The training targets look unrelated to the inputs: {what}, p = {p_value:.2g}; with {1 - ALPHA:.0%} "
+             f"confidence its {'correlation' if kind == 'regression' else 'edge over chance'} is below {upper:.2f}"
+             f"{'' if kind == 'regression' else ' of the way to perfect'} ({n} samples, each predicted "
+             f"by probes fitted on the other half; {description}). Labels shuffled separately from the inputs, or "
+             "misaligned with them, give exactly this; a model then only memorises.",
              location="train_data targets",
-             evidence={"probe": name, "p_value": p_value, "fit_samples": len(fit), "held_out": len(held),
-                       "score": score if kind == "regression" else score[0],
-                       "chance": None if kind == "regression" else score[1]},
+             evidence={"probe": name, "p_value": p_value, "edge": edge, "edge_upper_bound": upper, "samples": n,
+                       "score": score[0], "chance": score[1]},
              suggestions=["Check that inputs and targets are indexed together (one permutation for both, the same "
                           "row order after merges/joins, labels read in the same order as the files).",
                           "If the signal is real but invisible to nearest-neighbour and linear probes on raw values "
                           "(phase-shifted signals, parity-like rules), ignore this with `--ignore DAT004`."])
+
+
+def _cross_fitted(kind: str, features: tuple, labels: np.ndarray, order: np.ndarray,
+                  seed: int) -> tuple[dict[str, np.ndarray], str]:
+    """Each probe's predictions for the samples ``order``, every half predicted by a fit on the other half."""
+    halves = (order[: len(order) // 2], order[len(order) // 2:])
+    predicted: dict[str, np.ndarray] = {}
+    description = ""
+    for (fit, held), offset in (((halves[0], halves[1]), len(halves[0])), ((halves[1], halves[0]), 0)):
+        baselines, description = fit_baselines(kind, D.index(features, torch.from_numpy(fit)), labels[fit],
+                                               D.index(features, torch.from_numpy(held)), seed=seed)
+        for b in baselines:
+            if b.predictions is None or b.kind == "majority":
+                continue
+            out = predicted.setdefault(b.name, np.zeros((len(order),) + b.predictions.shape[1:], b.predictions.dtype))
+            out[offset: offset + len(held)] = b.predictions
+    return predicted, description
+
+
+def _edge(kind: str, pred: np.ndarray, truth: np.ndarray) -> tuple[float, float, float, tuple[float, float]]:
+    """(edge over chance, its upper confidence bound, p-value of "no better than chance", (score, chance)).
+
+    Classification: the edge is (accuracy - chance) / (1 - chance), chance being the accuracy of predictions
+    independent of the labels with the same class frequencies. Regression: the correlation of predictions
+    and targets (the best output column).
+    """
+    from scipy import stats
+
+    n = len(truth)
+    z = stats.norm.ppf(1 - ALPHA)
+    if kind == "regression":
+        best = (0.0, -1.0, 1.0, (0.0, 0.0))
+        for i in range(truth.shape[1]):
+            if np.std(pred[:, i]) == 0 or np.std(truth[:, i]) == 0:
+                continue
+            test = stats.pearsonr(pred[:, i], truth[:, i], alternative="greater")
+            r = float(test.statistic)
+            upper = float(np.tanh(np.arctanh(min(r, 0.999999)) + z / np.sqrt(max(n - 3, 1))))
+            best = max(best, (r, upper, float(test.pvalue), (r, 0.0)), key=lambda b: b[1])
+        return best
+    accuracy = float((pred == truth).mean())
+    chance = _chance_accuracy(pred, truth)
+    p_value = float(stats.binomtest(int((pred == truth).sum()), n, chance, alternative="greater").pvalue)
+    upper = accuracy + z * np.sqrt(max(accuracy * (1 - accuracy), chance * (1 - chance)) / n)
+    return ((accuracy - chance) / (1 - chance), float((upper - chance) / (1 - chance)), p_value, (accuracy, chance))
 
 
 def _chance_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -407,17 +439,6 @@ def _chance_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
     p = np.array([(pred == c).mean() for c in classes])
     q = np.array([(truth == c).mean() for c in classes])
     return float(min(max((p * q).sum(), 1e-6), 1 - 1e-6))
-
-
-def _correlation_p(pred: np.ndarray, truth: np.ndarray, stats: Any) -> float:
-    if np.std(pred) == 0 or np.std(truth) == 0:
-        return 1.0
-    return float(stats.pearsonr(pred, truth, alternative="greater").pvalue)
-
-
-def _r(pred: np.ndarray, truth: np.ndarray) -> float:
-    return float(max(np.corrcoef(pred[:, i], truth[:, i])[0, 1] if np.std(pred[:, i]) > 0 else 0.0
-                     for i in range(truth.shape[1])))
 
 
 # ----- DAT005 ----------------------------------------------------------------------------------
@@ -442,7 +463,8 @@ def split_preprocessing(ctx: Context) -> None:
         if not usable.any():
             continue
         shift = float(((b.mean - a.mean).abs() / a.std)[usable].median())
-        ratio = float((b.std.clamp(min=1e-30) / a.std)[usable].median())
+        spread = usable & (b.std > 0)  # a rare feature may be constant in a small validation sample
+        ratio = float((b.std / a.std)[spread].median()) if spread.any() else 1.0
         if shift > SHIFT or not 1 / SCALE_RATIO <= ratio <= SCALE_RATIO:
             _report_split(ctx, name, len(leaves), a, b, shift, ratio)
             return
@@ -465,7 +487,8 @@ def _report_split(ctx: Context, name: str, leaves: int, a: FeatureStats, b: Feat
 
 # ----- DAT006 ----------------------------------------------------------------------------------
 
-PURE = 0.9  # a batch this dominated by one class, when the data overall is not, is ordered
+PURE = 0.9  # median share of a batch's most frequent class that means "one class per batch"
+SIMULATIONS = 200  # random batchings of the same data: what shuffled batches would look like
 
 
 @check("data-batch-order", step="bugs", codes=("DAT006",), needs_run=False)
@@ -478,18 +501,20 @@ def batch_order(ctx: Context) -> None:
     if len(ys) < 2 or any(y is None or len(y) < 2 for y in ys):
         raise SkipCheck("fewer than two batches of per-sample targets")
     if kind in ("classification", "binary"):
-        overall = np.bincount(target_labels(kind, targets).astype(np.int64))
-        majority = overall.max() / overall.sum()
-        purity = [np.bincount(y.astype(np.int64)).max() / len(y) for y in ys]
-        if np.median(purity) >= PURE and majority <= 0.6:
+        observed = _median_purity(ys)
+        pool = target_labels(kind, targets)
+        shuffled = _shuffled_purity(pool, [len(y) for y in ys], np.random.default_rng(ctx.seed))  # (SIMULATIONS,)
+        p_value = (1 + int((shuffled >= observed).sum())) / (1 + len(shuffled))
+        if observed >= PURE and p_value < 0.01:
             shown = " ".join(_classes(y) for y in ys)
             ctx.emit("DAT006",
                      f"The first {len(ys)} training batches each hold almost only one class (classes per batch: "
-                     f"{shown}), while the "
-                     f"largest class is {majority:.0%} of the data: the samples are ordered by target and not "
-                     "shuffled. Each step then pushes the model towards one class and the next undoes it.",
+                     f"{shown}; median share of the main class {observed:.0%}, against {np.median(shuffled):.0%} "
+                     "for shuffled batches of this data): the samples are ordered by target and not shuffled. "
+                     "Each step then pushes the model towards one class and the next undoes it.",
                      location="train_data",
-                     evidence={"batch_purity": [round(float(p), 3) for p in purity], "largest_class_share": float(majority)},
+                     evidence={"median_batch_purity": observed, "shuffled_median_purity": float(np.median(shuffled)),
+                               "p_value": p_value, "batches": len(ys)},
                      suggestions=_shuffle_fixes(ctx))
     elif kind == "regression":
         from scipy import stats
@@ -502,6 +527,19 @@ def batch_order(ctx: Context) -> None:
                      f"position {rho:+.2f}): the samples are ordered by target and not shuffled.",
                      location="train_data", severity="warning",
                      evidence={"spearman_position_target": rho, "samples": len(y)}, suggestions=_shuffle_fixes(ctx))
+
+
+def _median_purity(batches: list[np.ndarray]) -> float:
+    """Median over batches of the share of each batch's most frequent class."""
+    return float(np.median([np.bincount(y.astype(np.int64)).max() / len(y) for y in batches]))
+
+
+def _shuffled_purity(pool: np.ndarray, sizes: list[int], rng: np.random.Generator) -> np.ndarray:
+    """``_median_purity`` of batches of these sizes drawn at random from ``pool``, SIMULATIONS times."""
+    cuts = np.cumsum(sizes)[:-1]
+    replace = len(pool) < sum(sizes)
+    return np.array([_median_purity(np.split(rng.choice(pool, sum(sizes), replace=replace), cuts))
+                     for _ in range(SIMULATIONS)])
 
 
 def _classes(y: np.ndarray) -> str:

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from nndoctor import Setup
 
 from . import Case
-from .data_sources import digits
+from .data_sources import digits, token_sequences
 
 
 def _mlp(inputs: int, outputs: int, first: nn.Module | None = None) -> nn.Module:
@@ -107,6 +107,28 @@ def _plus_minus_one_labels(fixed: bool) -> Setup:
                  val_data=(torch.from_numpy(xv), torch.from_numpy(yv).unsqueeze(1)), loss_fn=nn.BCEWithLogitsLoss())
 
 
+class Tagger(nn.Module):
+    def __init__(self, vocab: int = 50, tags: int = 3) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, 16, padding_idx=0)
+        self.out = nn.Linear(16, tags)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.out(self.emb(tokens)).permute(0, 2, 1)  # (N, tags, T), as CrossEntropyLoss wants
+
+
+def _padding_label(fixed: bool) -> Setup:
+    """Per-token tags padded with -1 to a common length; the loss is not told to ignore them."""
+    torch.manual_seed(0)
+    (ids, _), _ = token_sequences()
+    tags = torch.where(ids <= 2, ids, 0)  # tag 1/2 for tokens 1/2, 0 otherwise
+    lengths = torch.randint(6, ids.shape[1] + 1, (len(ids),))
+    padded = torch.arange(ids.shape[1]) >= lengths[:, None]  # (N, T)
+    ids, tags = ids.masked_fill(padded, 0), tags.masked_fill(padded, -1)
+    loss = nn.CrossEntropyLoss(ignore_index=-1) if fixed else nn.CrossEntropyLoss()
+    return Setup(model=Tagger(), train_data=(ids, tags), loss_fn=loss)
+
+
 def _shuffled_labels(fixed: bool) -> Setup:
     """Inputs and labels shuffled with two different permutations."""
     torch.manual_seed(0)
@@ -174,6 +196,8 @@ CASES = [
          twin=lambda: _missing_values(fixed=True), location="train_data", select=("DAT002",)),
     Case("one-based-labels", lambda: _one_based_labels(fixed=False), ("DAT003",),
          twin=lambda: _one_based_labels(fixed=True), location="train_data targets", select=("RUN", "DAT003")),
+    Case("padding-label-without-ignore-index", lambda: _padding_label(fixed=False), ("DAT003",),
+         twin=lambda: _padding_label(fixed=True), location="train_data targets", select=("RUN", "DAT003")),
     Case("plus-minus-one-bce-labels", lambda: _plus_minus_one_labels(fixed=False), ("DAT003",),
          twin=lambda: _plus_minus_one_labels(fixed=True), location="targets", select=("DAT003",)),
     Case("labels-shuffled-apart", lambda: _shuffled_labels(fixed=False), ("DAT004",),
