@@ -83,8 +83,12 @@ def test_terminal_plain_in_pipes_and_without_colour_under_no_color(monkeypatch):
 def test_terminal_verdict_for_clean_and_warning_only_reports():
     clean = Report(checks=[CheckRecord("one-training-step", "passed", 0.1, "", "run")], meta={"seconds": 1.0})
     assert render_text(clean).rstrip().splitlines()[-1] == "verdict: no problems found in 1.0 s"
-    warn = Report(findings=[Finding("DAT001", "scale", severity="warning")])
+    warn = Report(findings=[Finding("DAT001", "scale", severity="warning")],
+                  checks=[CheckRecord("data-scale", "failed", 0.1, "DAT001", "bugs")])
     assert render_text(warn).rstrip().splitlines()[-1].startswith("verdict: no errors, 1 warning worth a look")
+    unchecked = Report(checks=[CheckRecord("overfit", "skipped", 0.0, "the model does not run", "overfit")])
+    assert render_text(unchecked).rstrip().splitlines()[-1].startswith("verdict: nothing was checked")
+    assert "Nothing was checked" in unchecked.to_html()
 
 
 # ----- HTML ------------------------------------------------------------------------------------------
@@ -118,7 +122,7 @@ def test_html_plots_every_documented_key_and_only_those_present():
     page = synthetic_report().to_html()
     labels = re.findall(r'<svg role="img" aria-label="([^"]+)"', page)
     assert labels == ["Loss during the run", "Activations per layer", "Overfitting a single batch",
-                      "Gradient flow per layer", "Model vs baselines: accuracy (validation data)"]
+                      "Gradient flow per layer", "Model vs baselines: accuracy on validation data"]
     ids = re.findall(r'\bid="([^"]+)"', page)
     assert len(ids) == len(set(ids))  # several SVGs share one page: no id clashes
     bare = Report(findings=[Finding("LOS001", "m")], checks=[CheckRecord("one-training-step", "passed", 0.1, "", "run")])

@@ -41,6 +41,7 @@ from nndoctor import catalogue
 from nndoctor._version import __version__
 from nndoctor.catalogue import Severity
 from nndoctor.findings import CheckRecord, Finding, Report
+from nndoctor.report import plots
 from nndoctor.report.terminal import step_counts
 
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
@@ -111,10 +112,12 @@ def _verdict(report: Report, anchors: dict[int, str]) -> str:
     elif warnings:
         kind = "warning"
         headline = f"No errors; {_plural(len(warnings), 'warning')} worth a look."
-    else:
+    elif ran := sum(c.status in ("passed", "failed") for c in report.checks):
         kind = "ok"
-        ran = sum(c.status in ("passed", "failed") for c in report.checks)
         headline = f"No problems found: {_plural(ran, 'check')} ran and found nothing wrong."
+    else:
+        kind = "skipped"
+        headline = "Nothing was checked: see why in the checks table below."
     todo = []
     for f in errors + warnings:
         where = f' <span class=at>at <code>{esc(f.location)}</code></span>' if f.location else ""
@@ -170,8 +173,6 @@ def _run_curve(report: Report) -> str:
     loss = _extras(report).get("loss_curve")
     if loss is None:
         return ""
-    from nndoctor.report import plots
-
     markers = [(float(f.evidence["step"]), f.code) for f in report.findings
                if f.severity != Severity.INFO and isinstance(f.evidence.get("step"), int)]
     svg = _safe_plot(lambda: plots.curves_plot({"training loss": loss}, title="Loss during the run",
@@ -230,15 +231,13 @@ def _evidence(evidence: dict[str, Any]) -> str:
 
 def _value(v: Any) -> str:
     """One evidence value: numbers rounded, long number lists summarised, structures as JSON."""
-    from nndoctor.report.plots import numbers
-
     if isinstance(v, float):
         return esc(f"{v:.4g}")
     if isinstance(v, (bool, int)) or v is None:
         return esc(json.dumps(v))
     if isinstance(v, str):
         return f"<span class=str>{esc(v)}</span>"
-    values = numbers(v) if isinstance(v, list) else None
+    values = plots.numbers(v) if isinstance(v, list) else None
     if values is not None and len(values) > 8:
         finite = [x for x in values if math.isfinite(x)]
         span = f"; min {min(finite):.4g}, max {max(finite):.4g}" if finite else ""
@@ -256,30 +255,28 @@ def _extras(report: Report) -> dict[str, Any]:
 
 
 def _step_figures(report: Report, step: str, findings: list[Finding]) -> list[str]:
-    from nndoctor.report import plots
-
     extras = _extras(report)
     flagged = [f.location for f in findings if f.severity != Severity.INFO and f.location.startswith("model.")]
     makers: list[tuple[Callable[[], str | None], str]] = []
     if step == "bugs":
-        makers.append((lambda: _activation_plot(plots, extras, findings, flagged),
+        makers.append((lambda: _activation_plot(extras, findings, flagged),
                        "Per layer: the share of units that never activate (dead) or sit at the extremes of their "
                        "range (saturated), on one batch. Red: layers named in a finding."))
     if step == "overfit":
-        makers.append((lambda: _overfit_plot(plots, extras, findings),
+        makers.append((lambda: _overfit_plot(extras, findings),
                        "Training a copy on one fixed batch: a healthy model drives the loss towards zero. Dashed "
                        "lines: the experiments that confirm the diagnosis or verify the fix."))
-        makers.append((lambda: _gradient_plot(plots, extras, findings, flagged),
+        makers.append((lambda: _gradient_plot(extras, findings, flagged),
                        "Per layer: the gradient norm and the size of one update relative to the weights (about "
                        "1e-3 is healthy; far below, the layer does not learn; far above, it is unstable)."))
     if step == "compare":
-        makers.append((lambda: _compare_plot(plots, extras),
+        makers.append((lambda: _compare_plot(extras),
                        "The model against simple baselines fitted on your data, chance, your known results, and "
                        "the model with its inputs removed, all on the same samples and metric."))
     return [_figure(svg, caption) for make, caption in makers if (svg := _safe_plot(make))]
 
 
-def _overfit_plot(plots: Any, extras: dict[str, Any], findings: list[Finding]) -> str | None:
+def _overfit_plot(extras: dict[str, Any], findings: list[Finding]) -> str | None:
     overfit = extras.get("overfit") if isinstance(extras.get("overfit"), dict) else {}
     curves: dict[str, Any] = dict(overfit.get("curves") or {}) if isinstance(overfit.get("curves"), dict) else {}
     for f in findings:
@@ -314,7 +311,7 @@ def _layer_rows(extras: dict[str, Any], key: str, findings: list[Finding], prefi
     return list(rows.values())
 
 
-def _gradient_plot(plots: Any, extras: dict[str, Any], findings: list[Finding], flagged: list[str]) -> str | None:
+def _gradient_plot(extras: dict[str, Any], findings: list[Finding], flagged: list[str]) -> str | None:
     rows = _layer_rows(extras, "gradients", findings, ("GRD",))
     panels = [{"values": [plots.number(r.get("grad_norm")) for r in rows], "xlabel": "gradient norm", "log": True},
               {"values": [plots.number(r.get("update_ratio")) for r in rows], "xlabel": "update / weight",
@@ -322,7 +319,7 @@ def _gradient_plot(plots: Any, extras: dict[str, Any], findings: list[Finding], 
     return plots.layer_bars_plot([r["name"] for r in rows], panels, title="Gradient flow per layer", flagged=flagged)
 
 
-def _activation_plot(plots: Any, extras: dict[str, Any], findings: list[Finding], flagged: list[str]) -> str | None:
+def _activation_plot(extras: dict[str, Any], findings: list[Finding], flagged: list[str]) -> str | None:
     rows = _layer_rows(extras, "activations", findings, ("NUM004", "NUM005"))
     panels = [{"values": [plots.number(r.get("dead_fraction")) for r in rows], "xlabel": "dead fraction",
                "limit": (0, 1)},
@@ -331,12 +328,12 @@ def _activation_plot(plots: Any, extras: dict[str, Any], findings: list[Finding]
     return plots.layer_bars_plot([r["name"] for r in rows], panels, title="Activations per layer", flagged=flagged)
 
 
-def _compare_plot(plots: Any, extras: dict[str, Any]) -> str | None:
+def _compare_plot(extras: dict[str, Any]) -> str | None:
     table = extras.get("compare")
     if not isinstance(table, dict) or not isinstance(table.get("rows"), list):
         return None
     metric = str(table.get("metric") or "score")
-    split = f" ({table['split']})" if table.get("split") else ""
+    split = f" on {table['split']}" if table.get("split") else ""
     return plots.compare_plot(table["rows"], metric=metric, title=f"Model vs baselines: {metric}{split}")
 
 

@@ -122,6 +122,8 @@ def verdict(report: Report) -> Text:
     if warnings:
         return Text(f"verdict: no errors, {_count(len(warnings), 'warning')} worth a look ({_codes(warnings)})"
                     f"{took}{note}", style="bold yellow")
+    if not any(c.status in ("passed", "failed") for c in report.checks):
+        return Text(f"verdict: nothing was checked{took}{note} (see above why)", style="bold magenta")
     return Text(f"verdict: no problems found{took}{note}", style="bold green")
 
 
