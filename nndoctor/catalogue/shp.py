@@ -8,7 +8,8 @@ CODES = [
         code="SHP001",
         name="silent-broadcast",
         severity=E,
-        summary="An elementwise op broadcast two tensors of different shapes into a larger tensor (typically prediction vs target in the loss).",
+        summary=("An elementwise op (typically in the loss) broadcast prediction and target of different shapes "
+                 "into a larger tensor."),
         what="""
 nndoctor traces every torch operation of the forward pass and the loss (a `TorchFunctionMode`, active
 only while it checks) and looks for elementwise operations whose result is larger than each of their
@@ -38,13 +39,15 @@ Give both operands the same shape: `pred.squeeze(1)`, or keep the targets as `(N
 (`y.unsqueeze(1)`, `y.view_as(pred)`). Asserting `pred.shape == y.shape` before an elementwise loss
 catches it for good.
 """,
-        ignore="When the pairing of every element with every other is what you want and the operands differ in rank on purpose.",
+        ignore=("When the pairing of every element with every other is what you want and the operands differ in "
+                "rank on purpose."),
     ),
     Code(
         code="SHP002",
         name="batch-mixing",
         severity=E,
-        summary="The output for one sample depends on other samples of the batch (a wrong view/reshape, normalisation over the batch dimension).",
+        summary=("The output for one sample depends on other samples of the batch (a wrong view/reshape, "
+                 "normalisation over the batch dimension)."),
         what="""
 A copy of the model in eval mode (so batch-norm uses its running statistics and dropout is off) runs
 on the first batch twice: as it is, and with one sample replaced by another sample of the batch. For a

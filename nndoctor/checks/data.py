@@ -22,6 +22,7 @@ from nndoctor.probes.data_stats import (NORMALISATION, FeatureStats, FirstLayers
 from nndoctor.probes.scoring import main_output, target_labels
 
 SAMPLE = 2048  # samples read per split for statistics
+SAMPLE_SECONDS = 2.0  # ... or fewer, when the loader is slow
 ORDER_BATCHES = 8  # batches read in order to see whether they are sorted by target
 
 
@@ -33,7 +34,8 @@ def _sample(ctx: Context, split: str) -> tuple[Any, Any] | None:
         if source is None or ctx.setup.step is not None:
             return None
         try:
-            pair = source.collect(max_samples=SAMPLE, max_batches=64)
+            seconds = min(SAMPLE_SECONDS, ctx.budget.remaining() / 20)
+            pair = source.collect(max_samples=SAMPLE, max_batches=64, seconds=seconds)
         except Exception:  # the user's loader raised: step 1 reports reading errors
             return None
         if pair is None or not _batch_first(*pair):
@@ -193,7 +195,8 @@ def _report_non_finite(ctx: Context, split: str, samples: int, found: list) -> N
                      f"(by {axis}: {where})")
         evidence[name] = {"nan": counts.nan, "inf": counts.inf, "samples": counts.rows,
                           "positions": [[_position(t, p), c] for p, c in counts.positions]}
-    message = (f"The {_SPLIT_NAMES[split]} data holds non-finite values, in the {samples} samples read: " + "; ".join(parts) +
+    message = (f"The {_SPLIT_NAMES[split]} data holds non-finite values, in the {samples} samples read: "
+               + "; ".join(parts) +
                ". One NaN in a batch makes the loss and every gradient NaN; training then silently stops learning.")
     ctx.emit("DAT002", message, location=f"{split}_data", evidence=evidence,
              suggestions=["Find them with `torch.isnan(x).nonzero()` and look at how they were produced (missing "
@@ -277,7 +280,8 @@ def _target_problem(ctx: Context, y: torch.Tensor, width: int | None) -> tuple[s
         negative = sorted(int(v) for v in torch.unique(valid[valid < 0]))[:5]
         count = int((valid < 0).sum())
         fix = (f"If {negative[0]} marks padding or unlabelled samples, pass `ignore_index={negative[0]}` to "
-               f"{type(loss).__name__}" + (f" (it is {ignore} now)" if ignore is not None else "") + "; otherwise remap the labels to 0..C-1.")
+               f"{type(loss).__name__}" + (f" (it is {ignore} now)" if ignore is not None else "")
+               + "; otherwise remap the labels to 0..C-1.")
         return (f"{count} targets are negative ({', '.join(map(str, negative))}); {type(loss).__name__} needs class "
                 f"indices in [0, {width - 1 if width else 'C-1'}] and ignores only {ignore}. This crashes on CPU "
                 "and can silently corrupt memory or fail later on a GPU.", [fix], evidence)
@@ -470,7 +474,8 @@ def split_preprocessing(ctx: Context) -> None:
             return
 
 
-def _report_split(ctx: Context, name: str, leaves: int, a: FeatureStats, b: FeatureStats, shift: float, ratio: float) -> None:
+def _report_split(ctx: Context, name: str, leaves: int, a: FeatureStats, b: FeatureStats,
+                  shift: float, ratio: float) -> None:
     ctx.emit("DAT005",
              f"Train and validation {name} look pre-processed differently: a typical feature's validation mean is "
              f"{shift:.3g} training standard deviations from its training mean, and its spread is {ratio:.3g}x the "

@@ -238,7 +238,8 @@ def _report_mixing(ctx: Context, first: Event, local: tuple[int, float], final: 
                                   "LayerNorm/GroupNorm if predictions must not depend on the batch.")
     else:
         location = path
-        where = f"the mixing first appears at the output of {path} ({kind}), in its own forward code after its submodules"
+        where = (f"the mixing first appears at the output of {path} ({kind}), in its own forward code after its "
+                 "submodules")
     suggestions.append("Look for softmax/log_softmax/mean/sum/norm over dim 0, the batch axis.")
     message = (f"Replacing sample {k} of a batch of {n} with sample {j} changed the eval-mode outputs of {moved} "
                f"other samples (by up to {size:.2g} of the output's scale): each sample's prediction depends on "
