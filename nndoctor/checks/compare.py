@@ -33,7 +33,7 @@ LINEAR_SHARE = 0.2  # a linear baseline "clearly beats" the model by at least th
 FAR = 0.25  # a shortfall of this share of (known result - majority) is "far below"
 NEAR = 0.05
 MIN_STEPS, MAX_STEPS, EPOCHS = 200, 500, 8  # training plan of the copy, before the time cap
-TRAIN_SHARE, TRAIN_SECONDS = 0.3, 30.0  # the copy trains for at most this share of the budget left, and seconds
+TRAIN_SHARE, TRAIN_SECONDS = 0.25, 15.0  # the copy trains for at most this share of the budget left, and seconds
 
 
 @dataclass
@@ -86,6 +86,20 @@ class Comparison:
         return self.training.history[-1][1] - mid > NOISE * self.se(self.pred)
 
     @property
+    def unsettled(self) -> str:
+        """Why the copy's score may not be final yet ("" when it is)."""
+        if self.training is None:
+            return ""
+        if self.training.truncated:
+            return "the time budget stopped the copy's training early"
+        return "the copy was still improving when its training ended" if self.still_improving else ""
+
+    @property
+    def barely_trained(self) -> bool:
+        """The time budget stopped the copy so early that its score says little (a large model, a slow machine)."""
+        return self.training is not None and self.training.truncated and self.training.steps < MIN_STEPS // 2
+
+    @property
     def how_trained(self) -> str:
         t = self.training
         if t is None:
@@ -119,11 +133,9 @@ def _measure(ctx: Context) -> Comparison | str:
     if y_train is None or y_eval is None or len(y_eval) < 2:
         return "the targets are not one label or value per sample (e.g. per-token labels)"
     metric = scoring.primary_metric(kind, y_train)
-    n_eval = len(y_eval)
 
     def evaluate(model: nn.Module) -> float:
-        outputs = predict(model, split.eval_inputs, ctx.device)
-        pred = scoring.predictions(kind, outputs, ctx.setup.loss_fn, n_eval) if outputs is not None else None
+        pred = _predict(ctx, kind, model, split.eval_inputs)[1]
         return scoring.score(metric, pred, y_eval) if pred is not None else math.nan
 
     model = ctx.fresh_model()
@@ -136,8 +148,7 @@ def _measure(ctx: Context) -> Comparison | str:
         if training.diverged_at:
             return (f"the copy's training loss became NaN/Inf at step {training.diverged_at}; "
                     "fix that first (see the NUM and OFB findings)")
-    outputs = predict(model, split.eval_inputs, ctx.device)
-    pred = scoring.predictions(kind, outputs, ctx.setup.loss_fn, n_eval) if outputs is not None else None
+    outputs, pred = _predict(ctx, kind, model, split.eval_inputs)
     if pred is None:
         return f"the model's outputs do not fit {kind} targets of shape {tuple(split.eval_targets.shape)}"
     ctx.progress(f"{STEP}: fitting baselines")
@@ -146,6 +157,14 @@ def _measure(ctx: Context) -> Comparison | str:
                         _user_metric(ctx, outputs, split.eval_targets))
     ctx.extras["compare"] = _table(ctx, result)
     return result
+
+
+def _predict(ctx: Context, kind: str, model: nn.Module, inputs: Any) -> tuple[torch.Tensor | None, np.ndarray | None]:
+    """The model's per-sample outputs on ``inputs`` and those outputs as predictions (None when they do not fit)."""
+    outputs = predict(model, inputs, ctx.device)
+    if outputs is None:
+        return None, None
+    return outputs, scoring.predictions(kind, outputs, ctx.setup.loss_fn, D.batch_len(inputs))
 
 
 def _train(ctx: Context, model: nn.Module, split: Split, evaluate) -> Training:
@@ -187,8 +206,8 @@ def _table(ctx: Context, cmp: Comparison) -> dict[str, Any]:
     if chance is not None:
         rows.append({"name": "chance (uniform guessing)", "kind": "chance", "value": chance})
     for kr in sorted(ctx.setup.known_results, key=lambda k: k.trust_rank):
-        rows.append({"name": f"known result ({kr.source})", "kind": "known", "metric": kr.metric, "value": kr.value,
-                     "note": kr.note})
+        rows.append({"name": f"known result ({kr.source})", "kind": "known", "metric": kr.metric,
+                     "value": _in_metric(kr, cmp.metric), "reported": kr.value, "note": kr.note})
     table = {"metric": cmp.metric, "split": cmp.split.description, "samples": len(cmp.y_eval),
              "model": cmp.how_trained, "features": cmp.features, "rows": rows}
     if cmp.user_metric is not None:
@@ -196,6 +215,16 @@ def _table(ctx: Context, cmp: Comparison) -> dict[str, Any]:
     if cmp.training is not None:
         table["learning_curve"] = cmp.training.history
     return table
+
+
+def _in_metric(kr: KnownResult, metric: str) -> float | None:
+    """A known result expressed in the table's metric (percentages and error rates converted), else None."""
+    canon, value = scoring.canonical_metric(kr.metric), kr.value
+    if canon in ("accuracy", "balanced_accuracy", "error_rate") and 1 < value <= 100:
+        value /= 100
+    if canon == "error_rate" and metric == "accuracy":
+        return 1.0 - value
+    return value if canon == metric else None
 
 
 def _brief(cmp: Comparison) -> str:
@@ -218,8 +247,8 @@ def beats_baselines(ctx: Context) -> None:
     if majority is None:
         raise SkipCheck("the majority/mean baseline could not be fitted")
     gap_se = cmp.se(cmp.pred, majority.predictions)
-    short = cmp.training is not None and (cmp.training.truncated or cmp.still_improving)
-    bottleneck = _narrow_point(ctx)
+    short = cmp.unsettled
+    bottleneck = _narrow_point(ctx, cmp.model)
     if not cmp.beats(cmp.pred, majority.predictions, NOISE):
         signal = cmp.has_signal
         margin = (f"a real gain must exceed {NOISE:g} standard errors = {NOISE * gap_se:.3f}" if gap_se > 0 else
@@ -237,9 +266,11 @@ def beats_baselines(ctx: Context) -> None:
             suggestions = ["Check that inputs and labels stay paired through loading, shuffling and augmentation "
                            "(index both with the same permutation), and that the labels are the right column."]
         if short:
-            suggestions.append("The copy's training was short; pass your trained model with Setup(trained=True) "
-                               "for a definite verdict.")
-        ctx.emit("CMP001", message, severity="warning" if short else "error",
+            message += f" Note: {short}."
+            suggestions.append("Pass your trained model with Setup(trained=True) for a definite verdict.")
+        if cmp.barely_trained:
+            message += " The copy trained too briefly for a verdict."
+        ctx.emit("CMP001", message, severity="info" if cmp.barely_trained else ("warning" if short else "error"),
                  location=bottleneck[0] if (signal and bottleneck) else ("model" if signal else "train_data"),
                  evidence={**evidence, "majority": cmp.score(majority.predictions), "noise": NOISE * gap_se,
                            "data_has_signal": signal}, suggestions=suggestions)
@@ -258,7 +289,7 @@ def beats_baselines(ctx: Context) -> None:
                                "(a layer narrower than the number of outputs), a slice or mask that drops features, "
                                "or too strong regularisation.")
             if short:
-                message += " The copy was still improving when its training stopped, so this is only a hint."
+                message += f" Only a hint: {short}."
                 suggestions.append("Train longer, or pass your trained model with Setup(trained=True).")
             ctx.emit("CMP001", message, severity="info" if short else "warning",
                      location=bottleneck[0] if bottleneck else "model",
@@ -271,13 +302,13 @@ def beats_baselines(ctx: Context) -> None:
              severity="info", location="model", evidence=evidence)
 
 
-def _narrow_point(ctx: Context) -> tuple[str, str] | None:
+def _narrow_point(ctx: Context, model: nn.Module) -> tuple[str, str] | None:
     """(location, sentence) of where information visibly narrows: a layer seeing only a slice of the
     input, or a layer narrower than the model's output. From the shapes step 1 recorded."""
     calls = ctx.measure("module_calls", lambda: None)
     if not calls:
         return None
-    modules = dict(ctx.fresh_model().named_modules())
+    modules = dict(model.named_modules())
     def width(shape: tuple[int, ...]) -> int:
         return math.prod(shape[1:]) if len(shape) > 1 else 1
 
@@ -308,8 +339,7 @@ def depends_on_inputs(ctx: Context) -> None:
                  D.index(inputs, perm)}
     scores: dict[str, tuple[float, float]] = {}
     for name, ablated in ablations.items():
-        outputs = predict(cmp.model, ablated, ctx.device)
-        pred = scoring.predictions(cmp.kind, outputs, ctx.setup.loss_fn, n) if outputs is not None else None
+        pred = _predict(ctx, cmp.kind, cmp.model, ablated)[1]
         if pred is not None and math.isfinite(cmp.score(pred)):
             scores[name] = (cmp.score(pred), cmp.se(cmp.pred, pred))
             ctx.extras.setdefault("compare", {}).setdefault("rows", []).append(
@@ -318,11 +348,12 @@ def depends_on_inputs(ctx: Context) -> None:
     as_good = [name for name, (value, se) in scores.items() if cmp.value - value <= NOISE * se + 1e-12]
     evidence = {"metric": cmp.metric, "split": cmp.split.description, "model": cmp.value,
                 "ablations": {k: v[0] for k, v in scores.items()}, "outputs_identical_for_every_sample": constant}
-    if not constant and not (as_good and cmp.has_signal):
+    if not constant and not (as_good and cmp.has_signal and not cmp.barely_trained):
         return
     location, where = _where_input_is_lost(cmp.model, D.index(inputs, slice(0, 64)), ctx.device)
-    if location == "model" and _narrow_point(ctx):
-        location, where = _narrow_point(ctx)
+    narrow = _narrow_point(ctx, cmp.model) if location == "model" else None
+    if narrow:
+        location, where = narrow
     evidence["lost_at"] = location
     if constant:
         message = (f"The model's outputs are identical for all {n} evaluation samples: it ignores its inputs. "
@@ -412,7 +443,7 @@ def _judge_known(ctx: Context, cmp: Comparison, kr: KnownResult, model_scores: d
         se = (scoring.standard_error(per_sample, cmp.pred, cmp.y_eval)
               if per_sample in ("accuracy", "balanced_accuracy", "r2", "neg_mse") else 0.0)
         if canon in ("accuracy", "balanced_accuracy", "error_rate") and 1 < known_value <= 100:
-            known_value /= 100
+            known_value = _in_metric(kr, canon)
             notes.append(f"read {kr.value:g} as a percentage")
     elif cmp.user_metric is not None:
         model_value, floor, higher, se = cmp.user_metric, None, kr.higher_is_better, 0.0
