@@ -181,7 +181,8 @@ def _swap_sample(feed: Any, n: int) -> tuple[Any, int, int] | None:
 
 def _sample_rows(ctx: Context, feed: Any, n: int, is_inputs: bool) -> list[Event]:
     model = ctx.fresh_model().eval()  # eval: batch-norm uses its running statistics, dropout is off
-    with torch.random.fork_rng(devices=[]), torch.no_grad(), SampleRows(model, n) as rows:
+    with torch.random.fork_rng(devices=[]), torch.no_grad(), warnings.catch_warnings(), SampleRows(model, n) as rows:
+        warnings.simplefilter("ignore")  # the user's own warnings, shown once by step 1 already
         torch.manual_seed(0)  # random ops in forward draw the same numbers in both runs
         try:
             if is_inputs:
