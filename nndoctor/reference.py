@@ -215,7 +215,7 @@ def divergence_findings(diff: ReferenceDiff, *, rtol: float = RTOL, atol: float 
                 f"tolerance rtol={rtol:g}, atol={atol:g})")
     if target is culprit:
         same_in = f"max abs diff {target.inputs.max_abs:.2g}" if target.inputs else ""
-        message = (f"Compared with the reference on the same {diff.samples} inputs (eval mode), the first layer "
+        message = (f"Compared with the reference on the same {diff.samples} input samples (eval mode), the first layer "
                    f"that diverges is {where}, matched to {theirs}: its inputs agree ({same_in}) but {what}. "
                    f"The {agreeing} matched layers that ran before it agree.")
     else:
@@ -239,7 +239,7 @@ def _divergence_hints(target: LayerDiff, diff: ReferenceDiff) -> list[str]:
         cause = (f"Its matched sub-layers agree, so the difference comes from code in {owner} between them "
                  "(a missing residual, scaling, transpose, mask or activation).")
     elif repr(target.module) != repr(target.ref_module):
-        cause = f"The two modules are configured differently: {_short(target.module)} vs {_short(target.ref_module)}."
+        cause = f"The two modules differ: {_short(target.module)} vs {_short(target.ref_module)}."
     else:
         cause = "The modules look alike, so compare their weights and the code that calls them."
     hints = [cause, f"Read the forward code of {_qualified('model', target.path)} side by side with the reference's "
