@@ -23,10 +23,10 @@ from nndoctor import data as D
 from nndoctor.checks import SkipCheck, check
 from nndoctor.context import Context
 from nndoctor.probes.errors import classify
-from nndoctor.probes.memory import MiB, PeakModel, StepMemory, measure_step
+from nndoctor.probes.memory import MiB, PeakModel, StepMemory, forward_saved_bytes, measure_step
 
 MAX_REFINEMENTS = 8  # measurement rounds to pin the largest batch down (each measures one or two sizes)
-CONCENTRATION = 0.9  # a module holding this share of its parent's activations is looked into for blocks
+CONCENTRATION = 0.9  # a child holding this share of its parent's total (activations, parameters) is looked into
 
 
 @check("memory-fit", step="run", codes=("RUN004",), needs_run=False)
@@ -86,7 +86,9 @@ class _Sampler:
         self.ctx = ctx
         self.device = device
         self.batch = ctx.first_batch()
-        self.full = D.batch_len(self.batch)
+        pair = ctx.pair(self.batch)
+        # targets are batch-first even when inputs are not (sequence-first RNN inputs)
+        self.full = D.batch_len(pair[1]) if pair and D.batch_len(pair[1]) else D.batch_len(self.batch)
         self.model = ctx.fresh_model()
         self.optimizer = ctx.optimizer_for(self.model)
         self.measured: dict[int, StepMemory] = {}
@@ -106,8 +108,7 @@ class _Sampler:
             info = classify(exc, "step")
             if info.kind != "memory":
                 raise SkipCheck(f"the training step fails at batch {size}: {info.summary}") from exc
-            traceback.clear_frames(exc.__traceback__)
-            del exc
+            traceback.clear_frames(exc.__traceback__)  # frees the failed step's tensors
             self.optimizer.zero_grad(set_to_none=True)
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -196,6 +197,7 @@ class Remedy:
     key: str
     saving: float  # bytes off the peak at the user's batch size
     peak: float
+    fits: bool
     text: str
 
 
@@ -229,15 +231,19 @@ def _report(ctx: Context, sampler: _Sampler, model: PeakModel, budget: int, budg
     if largest == 0:
         fit = f"Even a batch of 1 does not fit: the fixed part alone is about {_mib(model.peak(0))}."
     else:
-        checked = (f"measured: {_mib(sampler.peak(largest))} at {largest}, "
-                   f"{'over' if largest + 1 in sampler.failed else _mib(sampler.peak(largest + 1))} at {largest + 1}"
-                   if verified and largest in sampler.measured else "not verified by a measured step")
+        if verified:
+            above = "out of memory" if largest + 1 in sampler.failed else _mib(sampler.peak(largest + 1))
+            checked = f"measured: {_mib(sampler.peak(largest))} at {largest}, {above} at {largest + 1}"
+        else:
+            checked = f"measured {_mib(sampler.peak(largest))}; the time budget left {largest + 1} unmeasured"
         fit = (f"Memory grows by {_mib(per_sample)} per sample; the largest batch that fits is {largest} ({checked}).")
-    remedies = sorted(_remedies(ctx, sampler, model, budget, largest, peak), key=lambda r: -r.saving)
+    # After a real out-of-memory below the budget, only what was measured to run is known to fit.
+    limit = budget if peak > budget or not largest else sampler.peak(largest)
+    remedies = sorted(_remedies(sampler, model, limit, largest, peak), key=lambda r: -r.saving)
     ctx.emit(
         "RUN004",
         " ".join([opening, breakdown, fit]),
-        location=heaviest[0][0] if heaviest else "model",
+        location=next((p for p, _ in heaviest if p.startswith("model")), "model"),
         evidence={
             "device": str(sampler.device),
             "budget_bytes": int(budget),
@@ -261,7 +267,7 @@ def _report(ctx: Context, sampler: _Sampler, model: PeakModel, budget: int, budg
             "measured_peaks": {s: int(sampler.peak(s)) if s in sampler.measured else "out of memory"
                                for s in sorted(set(sampler.measured) | sampler.failed)},
             "remedies": [{"remedy": r.key, "saving_bytes": int(r.saving), "peak_bytes": int(r.peak),
-                          "fits": r.peak <= budget} for r in remedies],
+                          "fits": r.fits} for r in remedies],
         },
         suggestions=[r.text for r in remedies],
     )
@@ -287,7 +293,7 @@ def _report_nothing_fits(ctx: Context, sampler: _Sampler, budget: int, budget_so
     )
 
 
-def _remedies(ctx: Context, sampler: _Sampler, model: PeakModel, budget: int, largest: int, peak: float) -> list[Remedy]:
+def _remedies(sampler: _Sampler, model: PeakModel, budget: float, largest: int, peak: float) -> list[Remedy]:
     full = sampler.full
     parts = model.parts(full)
     found: list[Remedy] = []
@@ -295,13 +301,12 @@ def _remedies(ctx: Context, sampler: _Sampler, model: PeakModel, budget: int, la
     def add(key: str, new_peak: float, text: str) -> None:
         saving = peak - new_peak
         if saving > 0.01 * peak:
-            verdict = "fits" if new_peak <= budget else "still over"
-            found.append(Remedy(key, saving, new_peak, f"{text} Saves about {_mib(saving)} "
-                                                       f"(peak {_mib(new_peak)}, {verdict} the budget)."))
+            fits = new_peak <= budget
+            found.append(Remedy(key, saving, new_peak, fits, f"{text} Saves about {_mib(saving)} (peak {_mib(new_peak)}, "
+                                                             f"{'fits' if fits else 'still over'} the budget)."))
 
     if largest >= 1:
-        steps = math.ceil(full / largest)
-        micro = math.ceil(full / steps)
+        micro, steps = _micro_batch(full, largest)
         new = sampler.peak(micro) if micro in sampler.measured else model.peak(micro)
         batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in sampler.model.modules())
         add("batch-and-accumulation", new,
@@ -310,19 +315,39 @@ def _remedies(ctx: Context, sampler: _Sampler, model: PeakModel, budget: int, la
             + (f" (batch-norm then sees {micro} samples per batch)." if batchnorm else "."))
     plan = _checkpoint_plan(sampler.model, model, full)
     if plan is not None:
-        saved_bytes, text = plan
-        add("activation-checkpointing", model.peak(full, activations=parts["activations"] - saved_bytes), text)
-    if parts["activations_float32"] > 0:
-        trainable = parts["gradients"]  # autocast keeps 16-bit copies of the weights during the step
-        add("mixed-precision",
-            model.peak(full, activations=parts["activations"] - parts["activations_float32"] / 2,
-                       transient=parts["transient"] / 2 + trainable / 2),
-            "Mixed precision stores most activations in 16 bits: "
-            f"`with torch.autocast('{sampler.device.type}', dtype=torch.bfloat16):` around the forward and loss "
-            "(float16 on older GPUs, with `torch.amp.GradScaler`).")
+        forward_backward, text = plan
+        add("activation-checkpointing", model.peak(full, activations=forward_backward, transient=0.0), text)
+    half = _mixed_precision_activations(sampler, model)
+    if half is not None:
+        add("mixed-precision", model.peak(full, activations=half),
+            f"Mixed precision stores most activations in 16 bits (measured: {_mib(half)} instead of "
+            f"{_mib(parts['activations'])}): `with torch.autocast('{sampler.device.type}', dtype=torch.bfloat16):` "
+            "around the forward and loss (float16 on older GPUs, with `torch.amp.GradScaler`).")
     _optimizer_remedy(sampler, model, parts, add)
     _freezing_remedy(sampler, model, parts, add)
     return found
+
+
+def _mixed_precision_activations(sampler: _Sampler, model: PeakModel) -> float | None:
+    """Activations saved under autocast at the user's batch size, from one measured forward pass (None: fails)."""
+    size = model.large.batch_size
+    half = torch.bfloat16 if sampler.device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
+    try:
+        with torch.autocast(sampler.device.type, dtype=half):
+            saved = forward_saved_bytes(sampler.model, _resize(sampler.batch, size, sampler.full),
+                                        lambda m, b: sampler.ctx.loss_of(m, b)[0])
+    except Exception:  # an op without a 16-bit kernel here, or out of memory: no estimate
+        return None
+    return saved * sum(model.activations(sampler.full).values()) / max(1, model.large.activation_bytes)
+
+
+def _micro_batch(full: int, largest: int) -> tuple[int, int]:
+    """A batch that fits and the accumulation steps that restore ``full``: a divisor of it when one is close."""
+    divisor = max(d for d in range(1, min(full, largest) + 1) if full % d == 0)
+    if 2 * divisor >= largest:
+        return divisor, full // divisor
+    steps = math.ceil(full / largest)
+    return math.ceil(full / steps), steps
 
 
 def _optimizer_remedy(sampler: _Sampler, model: PeakModel, parts: dict[str, float], add: Any) -> None:
@@ -341,7 +366,11 @@ def _optimizer_remedy(sampler: _Sampler, model: PeakModel, parts: dict[str, floa
 
 
 def _freezing_remedy(sampler: _Sampler, model: PeakModel, parts: dict[str, float], add: Any) -> None:
-    """Freeze the top-level part with the most gradient and optimizer-state memory (never the last one run)."""
+    """Freeze the top-level part whose gradients and optimizer state (and activations) weigh most.
+
+    The last part run (the head) is never proposed. A part that runs before any other trainable module
+    needs no backward pass at all once frozen, so its saved activations go too.
+    """
     prefix, container = _descend(sampler.model, lambda m: sum(p.numel() for p in m.parameters() if p.requires_grad))
     order = model.large.order
     named = [(f"{prefix}.{n}", child) for n, child in container.named_children()]
@@ -350,22 +379,24 @@ def _freezing_remedy(sampler: _Sampler, model: PeakModel, parts: dict[str, float
     if len(named) < 2:
         return
     param_names = {id(p): n for n, p in sampler.model.named_parameters()}
+    trainable_calls = [order.index(f"model.{q}".rstrip(".")) for q, m in sampler.model.named_modules()
+                       if f"model.{q}".rstrip(".") in order and any(p.requires_grad for p in m.parameters(recurse=False))]
     state, grads = model.large.state_by_parameter, model.large.grad_by_parameter
     acts = model.activations(sampler.full)
     best = None
-    for index, (path, child) in enumerate(named[:-1]):
+    for path, child in named[:-1]:
         own = [param_names[id(p)] for p in child.parameters() if p.requires_grad and id(p) in param_names]
-        g = sum(grads.get(n, 0) for n in own)
-        s = sum(state.get(n, 0) for n in own)
-        # the first part run needs no backward at all once frozen: its activations go too
-        a = sum(b for p, b in acts.items() if p == path or p.startswith(path + ".")) if index == 0 else 0.0
-        new = model.peak(sampler.full, gradients=parts["gradients"] - g, optimizer_state=parts["optimizer_state"] - s,
-                         activations=parts["activations"] - a)
+        inside = [i for i, q in enumerate(order) if q == path or q.startswith(path + ".")]
+        first = min(trainable_calls) >= min(inside)  # no trainable module runs before it
+        held = sum(b for p, b in acts.items() if p == path or p.startswith(path + ".")) if first else 0.0
+        new = model.peak(sampler.full, gradients=parts["gradients"] - sum(grads.get(n, 0) for n in own),
+                         optimizer_state=parts["optimizer_state"] - sum(state.get(n, 0) for n in own),
+                         activations=parts["activations"] - held)
         if best is None or new < best[0]:
-            best = (new, path, sum(p.numel() for p in child.parameters()), index == 0)
+            best = (new, path, sum(p.numel() for p in child.parameters()), first)
     new, path, count, first = best
     add("freeze-parts", new,
-        f"Freeze {path} ({count / 1e6:.2f} M parameters) if it is pretrained: `requires_grad_(False)` removes its "
+        f"Freeze {path} ({count:,} parameters) if it is pretrained: `requires_grad_(False)` removes its "
         "gradients and optimizer state" + (" and, as it runs first, its saved activations." if first else "."))
 
 
@@ -382,13 +413,16 @@ def _descend(module: nn.Module, weight: Any, prefix: str = "model") -> tuple[str
 
 
 def _checkpoint_plan(net: nn.Module, model: PeakModel, full: int) -> tuple[float, str] | None:
-    """Bytes saved by checkpointing the blocks that hold the activations, and how to do it.
+    """The forward/backward bytes with the activation-holding blocks checkpointed, and how to do it.
 
-    A checkpointed segment of consecutive blocks keeps only its input and recomputes the rest in the
-    backward pass, where one segment's activations live again: the best segment length balances the two.
+    Blocks are cut into segments of consecutive blocks; every segment but the last keeps only its input
+    (as ``checkpoint_sequential`` does) and runs again in the backward pass, where its activations live
+    next to the inputs kept before it and the usual gradient temporaries. The segment length with the
+    lowest peak wins.
     """
     acts = model.activations(full)
     inputs = model.module_inputs(full)
+    transient = model.parts(full)["transient"]
 
     def held(path: str) -> float:
         return sum(b for p, b in acts.items() if p == path or p.startswith(path + "."))
@@ -400,29 +434,30 @@ def _checkpoint_plan(net: nn.Module, model: PeakModel, full: int) -> tuple[float
     units.sort(key=order.index)
     if len(units) < 2:
         return None
-    held_by = [held(u) for u in units]
-    best_after, best_length = sum(held_by), 0
-    for length in range(1, len(units) + 1):
-        segments = [range(i, min(i + length, len(units))) for i in range(0, len(units), length)]
-        kept = sum(inputs.get(units[seg[0]], 0.0) for seg in segments)
-        recomputed = max(sum(held_by[i] for i in seg) for seg in segments)
-        if kept + recomputed < best_after:
-            best_after, best_length = kept + recomputed, length
+    elsewhere = sum(acts.values()) - sum(held(u) for u in units)  # activations outside the blocks stay
+    best_peak, best_length = sum(acts.values()) + transient, 0
+    for length in range(1, len(units)):
+        segments = [units[i:i + length] for i in range(0, len(units), length)]
+        kept = [inputs.get(seg[0], 0.0) for seg in segments[:-1]]
+        forward = elsewhere + sum(kept) + sum(held(u) for u in segments[-1]) + transient
+        recompute = max(elsewhere + sum(kept[:j + 1]) + sum(held(u) for u in seg) + transient
+                        for j, seg in enumerate(segments[:-1]))
+        if max(forward, recompute) < best_peak:
+            best_peak, best_length = max(forward, recompute), length
     if not best_length:
         return None
-    saving = sum(held_by) - best_after
     heaviest = ", ".join(sorted(units, key=lambda u: -held(u))[:3])
     n_segments = math.ceil(len(units) / best_length)
     if best_length == 1:
-        how = (f"wrap each block of {prefix} in `torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)` "
-               f"(heaviest: {heaviest})")
+        how = (f"wrap each block of {prefix} but the last in `torch.utils.checkpoint.checkpoint(block, x, "
+               f"use_reentrant=False)` (heaviest: {heaviest})")
     elif isinstance(container, nn.Sequential):
         how = (f"`torch.utils.checkpoint.checkpoint_sequential({prefix}, segments={n_segments}, input=x, "
                f"use_reentrant=False)` (heaviest layers: {heaviest})")
     else:
-        how = f"checkpoint {n_segments} groups of {best_length} consecutive blocks of {prefix} (heaviest: {heaviest})"
-    return saving, (f"Activation checkpointing keeps only block inputs and recomputes the rest in the backward "
-                    f"pass (about one more forward pass of compute): {how}.")
+        how = f"checkpoint {n_segments - 1} groups of {best_length} consecutive blocks of {prefix} (heaviest: {heaviest})"
+    return best_peak, (f"Activation checkpointing keeps only block inputs and recomputes the rest in the backward "
+                       f"pass (about one more forward pass of compute): {how}.")
 
 
 def _mib(n: float) -> str:

@@ -17,6 +17,7 @@ linearly with the batch, so two batch sizes give the peak at any batch size (``P
 """
 from __future__ import annotations
 
+import gc
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -61,10 +62,10 @@ class SavedActivations:
         self.root = root
         self.outside = outside
         self.by_module: dict[str, int] = {}  # "model.features.0" -> bytes saved while it ran
-        self.float32: int = 0  # of which float32 (what mixed precision would halve)
-        self.module_inputs: dict[str, int] = {}  # bytes of the inputs each module was called with
+        self.module_inputs: dict[str, int] = {}  # bytes of each module's inputs, beyond parameters and the batch
         self.order: list[str] = []  # module paths in the order of their first call
-        self._known = {key[:2] for key in map(_storage_key, exclude) if key is not None}
+        self._excluded = {key[:2] for key in map(_storage_key, exclude) if key is not None}
+        self._known = set(self._excluded)  # grows with every storage counted
         self._stack: list[str] = []
         self._handles: list[Any] = []
         self._saved_hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
@@ -92,7 +93,8 @@ class SavedActivations:
         def hook(module: nn.Module, args: tuple) -> None:
             if name not in self.module_inputs:
                 self.order.append(name)
-            self.module_inputs[name] = self.module_inputs.get(name, 0) + storage_bytes(tensors_in(args))
+            fresh = [t for t in tensors_in(args) if (_storage_key(t) or (None, None))[:2] not in self._excluded]
+            self.module_inputs[name] = self.module_inputs.get(name, 0) + storage_bytes(fresh)
             self._stack.append(name)
 
         return hook
@@ -110,8 +112,6 @@ class SavedActivations:
             self._known.add(key[:2])
             owner = self._stack[-1] if self._stack else self.outside
             self.by_module[owner] = self.by_module.get(owner, 0) + key[2]
-            if t.dtype == torch.float32:
-                self.float32 += key[2]
         return t
 
 
@@ -126,6 +126,7 @@ class AllocatorPeaks:
         self.peaks: dict[str, int] = {}
         self._cuda = self.device.type == "cuda"
         self._profiler: Any = None
+        self._gc_was_enabled = False
         self._base = 0
 
     def __enter__(self) -> "AllocatorPeaks":
@@ -134,6 +135,10 @@ class AllocatorPeaks:
             return self
         from torch.profiler import ProfilerActivity, profile
 
+        # The profiler sees no free of a block allocated before it started: keep the garbage collector
+        # from freeing old tensors while it runs, or the live bytes would drift upwards.
+        self._gc_was_enabled = gc.isenabled()
+        gc.disable()
         self._profiler = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
         # Kineto prints a line on every start unless its log level is raised (read once, at its first start).
         quiet = "KINETO_LOG_LEVEL" not in os.environ
@@ -141,15 +146,23 @@ class AllocatorPeaks:
             os.environ["KINETO_LOG_LEVEL"] = "6"
         try:
             self._profiler.__enter__()
+        except BaseException:
+            self._restore_gc()
+            raise
         finally:
             if quiet:
                 del os.environ["KINETO_LOG_LEVEL"]
         return self
 
+    def _restore_gc(self) -> None:
+        if self._gc_was_enabled:
+            gc.enable()
+
     def __exit__(self, *exc: Any) -> None:
         if self._profiler is None:
             return
         self._profiler.__exit__(*exc)
+        self._restore_gc()
         events = sorted(self._profiler.profiler.kineto_results.events(), key=lambda e: e.start_ns())
         spans = {e.name()[len("nndoctor."):]: (e.start_ns(), e.end_ns()) for e in events
                  if e.name().startswith("nndoctor.")}
@@ -187,8 +200,7 @@ class StepMemory:
     state_created: int  # optimizer state this step allocated (all of it on a first step)
     inputs: int  # the batch
     activations: dict[str, int]  # saved for backward, per module path ("model.features.0"; "loss" outside)
-    activations_float32: int
-    module_inputs: dict[str, int]  # bytes each module was called with (what a checkpoint keeps)
+    module_inputs: dict[str, int]  # bytes each module was called with, beyond parameters and the batch
     order: list[str]  # module paths in call order
     forward_backward_peak: int  # allocator peak during forward+backward above the resident bytes
     step_peak: int  # allocator peak during optimizer.step above the resident bytes before the forward
@@ -262,7 +274,6 @@ def measure_step(
         state_created=max(0, state - state_before),
         inputs=storage_bytes(batch_tensors),
         activations=saved.by_module,
-        activations_float32=saved.float32,
         module_inputs=saved.module_inputs,
         order=saved.order,
         forward_backward_peak=allocator.peaks["forward_backward"],
@@ -280,6 +291,15 @@ def _state_tensors(state: dict[str, Any]) -> list[torch.Tensor]:
 
 def _state_bytes(optimizer: torch.optim.Optimizer) -> int:
     return storage_bytes(t for s in optimizer.state.values() for t in _state_tensors(s))
+
+
+def forward_saved_bytes(model: nn.Module, batch: Any, loss_of: Callable[[nn.Module, Any], Any]) -> int:
+    """Bytes autograd saves for backward during one forward pass and loss (e.g. under autocast); no backward."""
+    exclude = list(model.parameters()) + list(model.buffers()) + tensors_in(batch)
+    model.train()
+    with SavedActivations(model, exclude=exclude) as saved:
+        loss_of(model, batch)  # the graph is dropped on return
+    return saved.total
 
 
 @dataclass
@@ -320,7 +340,6 @@ class PeakModel:
             "optimizer_state": l.optimizer_state,
             "inputs": max(0.0, self._at(s.inputs, l.inputs, batch_size)),
             "activations": sum(self.activations(batch_size).values()),
-            "activations_float32": max(0.0, self._at(s.activations_float32, l.activations_float32, batch_size)),
             "transient": max(0.0, self._at(s.transient, l.transient, batch_size)),
             "step_transient": max(0.0, self._at(s.step_transient, l.step_transient, batch_size)),
         }

@@ -1,0 +1,205 @@
+"""The memory probe against slow, obvious references, and RUN004's claims against fresh measurements."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import nndoctor
+from cases.mem_cases import IMAGE_BUDGET, large_images
+from helpers import run_checked
+from nndoctor.probes.memory import PeakModel, SavedActivations, measure_step
+from nndoctor.spec import parse_size
+
+CPU = torch.device("cpu")
+
+
+def cross_entropy_step(model: nn.Module, batch) -> torch.Tensor:
+    inputs, targets = batch
+    return nn.functional.cross_entropy(model(inputs), targets)
+
+
+def saved_by_graph_walk(loss: torch.Tensor, exclude: list[torch.Tensor]) -> int:
+    """Reference: walk the autograd graph and add up the distinct storages behind every ``_saved_*`` tensor."""
+    known = {t.untyped_storage().data_ptr() for t in exclude}
+    found: dict[int, int] = {}
+    seen, stack = set(), [loss.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        for name in dir(node):
+            if not name.startswith("_saved_"):
+                continue
+            value = getattr(node, name)
+            for t in value if isinstance(value, (tuple, list)) else [value]:
+                if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in known:
+                    found[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return sum(found.values())
+
+
+def test_tiny_mlp_matches_the_bytes_counted_by_hand():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = torch.randn(5, 4), torch.randint(0, 3, (5,))
+    optimizer = torch.optim.Adam(model.parameters())
+    m = measure_step(model, optimizer, (x, y), cross_entropy_step, batch_size=5, device=CPU)
+    # ReLU saves its output (5x8 float32); the second Linear saves the same tensor (counted once) and its
+    # weight (a parameter); the first Linear saves x (the batch). The loss saves log-softmax (5x3) and
+    # a scalar total weight.
+    assert m.activations == {"model.1": 5 * 8 * 4, "loss": 5 * 3 * 4 + 4}
+    weights = (4 * 8 + 8 + 8 * 3 + 3) * 4
+    assert m.parameters == weights and m.gradients == weights
+    assert m.optimizer_state == 2 * weights + 4 * 4  # exp_avg and exp_avg_sq, plus one step count per tensor
+    assert m.state_created == m.optimizer_state  # a first step allocates all of it
+    assert m.inputs == 5 * 4 * 4 + 5 * 8
+
+
+class ViewPairs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.fc(x))  # (N, 8), saved by tanh
+        return h[:, :4] * h[:, 4:]  # mul saves two views of h: the same storage
+
+
+class CNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2))
+        self.head = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x).flatten(1))
+
+
+@pytest.mark.parametrize("build", [
+    lambda: (ViewPairs(), torch.randn(5, 6), torch.randn(5, 4), nn.functional.mse_loss),
+    lambda: (CNN(), torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,)), nn.functional.cross_entropy),
+    lambda: (nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), torch.randn(3, 5, 16), torch.randn(3, 5, 16),
+             nn.functional.mse_loss),
+    lambda: (nn.LSTM(6, 7, batch_first=True), torch.randn(2, 5, 6), torch.randn(2, 5, 7),
+             lambda out, y: nn.functional.mse_loss(out[0], y)),
+], ids=["views", "cnn-batchnorm", "transformer-layer", "lstm"])
+def test_saved_activations_match_a_walk_of_the_autograd_graph(build):
+    torch.manual_seed(0)
+    model, x, y, loss_fn = build()
+    exclude = list(model.parameters()) + list(model.buffers()) + [x, y]
+    with SavedActivations(model, exclude=exclude) as saved:
+        loss = loss_fn(model(x), y)
+    assert saved.total == saved_by_graph_walk(loss, exclude)
+    if isinstance(model, ViewPairs):  # tanh's output once, though mul saved two views of it; the loss its input
+        assert saved.by_module == {"model": 5 * 8 * 4, "loss": 5 * 4 * 4}
+
+
+def test_probe_leaves_no_hook_behind():
+    model = CNN()
+    measure_step(model, torch.optim.SGD(model.parameters(), lr=0.1), (torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))),
+                 cross_entropy_step, batch_size=4, device=CPU)
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+    packed = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: packed.append(t) or t, lambda t: t):
+        model(torch.randn(2, 3, 8, 8)).sum()
+    assert packed  # our saved-tensor hooks are gone: the next ones registered see every tensor
+
+
+def test_growth_extrapolates_to_a_larger_batch():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    optimizer = torch.optim.Adam(model.parameters())
+
+    def at(size: int):
+        batch = (torch.randn(size, 3, 32, 32), torch.randint(0, 10, (size,)))
+        return measure_step(model, optimizer, batch, cross_entropy_step, batch_size=size, device=CPU)
+
+    small, large, target = at(8), at(16), at(48)
+    growth = PeakModel(small, large)
+    assert growth.peak(16) == pytest.approx(large.peak)
+    assert growth.peak(48) == pytest.approx(target.peak, rel=0.05)
+    assert growth.largest_batch(target.peak) in range(46, 51)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    setup = large_images(IMAGE_BUDGET)
+    report = run_checked(setup, select=["RUN004"])
+    return setup, report
+
+
+def test_largest_batch_fits_and_the_next_does_not(planted):
+    setup, report = planted
+    [finding] = report.by_code("RUN004")
+    largest = finding.evidence["largest_batch"]
+    assert finding.evidence["largest_batch_verified"] and 1 <= largest < 64
+    model = setup.model.__class__()
+    optimizer = setup.optimizer(model.parameters())
+    x, y = setup.train_data
+    peaks = [measure_step(model, optimizer, (x[:n].clone(), y[:n].clone()), lambda m, b: setup.loss_fn(m(b[0]), b[1]),
+                          batch_size=n, device=CPU).peak for n in (largest, largest + 1)]
+    budget = parse_size(IMAGE_BUDGET)
+    assert peaks[0] <= budget < peaks[1]
+
+
+def test_finding_carries_the_breakdown_and_ranked_remedies(planted):
+    _setup, report = planted
+    [finding] = report.by_code("RUN004")
+    ev = finding.evidence
+    assert ev["peak_bytes"] > parse_size(IMAGE_BUDGET)
+    parts = ("parameters_bytes", "buffers_bytes", "gradients_bytes", "optimizer_state_bytes", "inputs_bytes",
+             "activations_bytes")
+    assert sum(ev[k] for k in parts) <= ev["peak_bytes"]
+    assert ev["activations_bytes"] > 0.5 * ev["peak_bytes"]  # large feature maps dominate
+    assert next(iter(ev["activations_by_module"])).startswith("model.features.")
+    savings = [r["saving_bytes"] for r in ev["remedies"]]
+    assert savings == sorted(savings, reverse=True) and len(savings) == len(finding.suggestions)
+    assert ev["remedies"][0]["remedy"] == "batch-and-accumulation" and ev["remedies"][0]["fits"]
+    assert {r["remedy"] for r in ev["remedies"]} >= {"mixed-precision", "activation-checkpointing"}
+
+
+def test_the_suggested_micro_batch_fits(planted):
+    _setup, report = planted
+    [finding] = report.by_code("RUN004")
+    steps = math.ceil(64 / finding.evidence["largest_batch"])
+    fixed = run_checked(large_images(IMAGE_BUDGET, batch_size=math.ceil(64 / steps)), select=["RUN004"])
+    assert "RUN004" not in fixed.codes()
+
+
+class DeviceWithRoomFor24(nn.Module):
+    """Stands in for a GPU: raises the error CUDA raises when a batch of more than 24 samples arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 24:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.fc(x)
+
+
+def test_out_of_memory_crash_becomes_one_run004_with_the_batch_that_runs():
+    torch.manual_seed(0)
+    setup = nndoctor.Setup(model=DeviceWithRoomFor24(), train_data=(torch.randn(128, 64), torch.randint(0, 10, (128,))),
+                           loss_fn=nn.CrossEntropyLoss())
+    report = run_checked(setup, select=["RUN"])
+    [finding] = [f for f in report.findings if f.code.startswith("RUN")]
+    assert finding.code == "RUN004"
+    assert finding.evidence["largest_batch"] == 24 and finding.evidence["largest_batch_verified"]
+    assert "ran out of memory" in finding.message and "test_memory.py" in finding.message
+
+
+def test_no_budget_on_cpu_skips_with_a_reason():
+    setup = large_images(IMAGE_BUDGET, batch_size=8)
+    setup.memory_budget = None
+    report = run_checked(setup, select=["RUN004"])
+    [record] = [c for c in report.checks if c.name == "memory-fit"]
+    assert record.status == "skipped" and "--memory" in record.detail
+    assert not report.findings
