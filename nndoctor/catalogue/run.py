@@ -86,6 +86,14 @@ The peak memory of one training step (parameters, gradients, optimizer state and
 saved for backward) exceeds the device memory or the budget you gave (`--memory`). nndoctor reports
 the breakdown, the largest consumers, the largest batch size that fits, and remedies ranked by how
 much each saves.
+
+How it is measured: steps on a copy at two batch sizes (your batch and half of it; after a GPU
+out-of-memory, the largest halves that run), with every tensor autograd saves charged to the module
+running at the time, and the allocator's peak (`torch.cuda.max_memory_allocated` on a GPU, the
+profiler's allocation events on CPU). Memory grows linearly with the batch: the largest batch that
+fits is extrapolated, then verified by measuring it and the next size up. On CPU, `--memory SIZE`
+simulates a device of that size; without it nothing is checked. On a GPU the memory this process can
+use is the default, and an out-of-memory crash becomes this finding.
 """,
         why="""
 An out-of-memory crash says nothing about where the memory goes. Halving the batch blindly until it
@@ -100,7 +108,8 @@ In order of typical saving: a smaller batch with gradient accumulation to keep t
 activation checkpointing of the heaviest blocks, bf16/fp16 mixed precision, a lighter optimizer
 (SGD or 8-bit Adam instead of Adam), freezing parts of the model.
 """,
-        ignore="When the budget given to nndoctor is smaller than the real device.",
+        ignore="When the budget given to nndoctor is smaller than the real device. The peak is that of a step "
+               "with `zero_grad(set_to_none=True)` (PyTorch's default); gradients kept between steps add their size.",
     ),
     Code(
         code="RUN005",
