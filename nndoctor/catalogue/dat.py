@@ -100,11 +100,13 @@ map -1/+1 labels to 0/1 with `(y + 1) / 2`.
         summary="Targets look unrelated to inputs (labels shuffled or misaligned).",
         what="""
 On up to 1000 training samples, nndoctor fits a logistic (or ridge) regression and a 5-nearest-
-neighbour model on half and scores them on the other half. When neither does better than chance with
-statistical significance (a one-sided binomial test of accuracy against the accuracy of predictions
-independent of the labels, or a correlation test for regression, at p = 0.01), the targets look
-unrelated to the inputs. Inputs that hold token ids or other indices are skipped: a probe on raw id
-values means nothing.
+neighbour model on each half and predicts the other half. The targets look unrelated to the inputs
+when no probe is better than chance with statistical significance (a one-sided binomial test of
+accuracy against the accuracy of predictions independent of the labels, or a correlation test for
+regression, at p = 0.01) and, with 99% confidence, every probe's edge over chance is below 0.15 of the
+way to perfect (a correlation below 0.15): small data sets, where neither can be shown, are left
+alone. Inputs that hold token ids or other indices are skipped: a probe on raw id values means
+nothing.
 """,
         why="""
 A network can memorise random labels, so training loss still goes down while validation stays at

@@ -345,7 +345,7 @@ def _report_targets(ctx: Context, split: str, message: str, suggestions: list[st
 
 # ----- DAT004 ----------------------------------------------------------------------------------
 
-SIGNAL_SAMPLES = 2000  # samples for the probes; each half is predicted by probes fitted on the other
+SIGNAL_SAMPLES = 1000  # samples for the probes; each half is predicted by probes fitted on the other
 ALPHA = 0.01  # level of the tests and of the confidence bounds below
 EDGE = 0.15  # "no signal" when even the optimistic bound of every probe's edge over chance is below this
 
