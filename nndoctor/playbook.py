@@ -59,7 +59,7 @@ def check(
             if selected:
                 wanted &= selected
             wanted -= ignored
-            if not wanted:
+            if not wanted and not spec.prerequisite:
                 records.append(CheckRecord(spec.name, "skipped", 0.0, "not selected", spec.step))
                 continue
             if spec.needs_run and not ctx.run_ok:

@@ -46,6 +46,8 @@ def copy_model(model: nn.Module) -> nn.Module:
 def _tensor_digest(t: torch.Tensor | None) -> str:
     if t is None:
         return "none"
+    if isinstance(t, nn.parameter.UninitializedTensorMixin):  # lazy modules before their first call
+        return "uninitialized"
     if t.device.type == "meta":
         return f"meta{tuple(t.shape)}"
     data = t.detach().cpu().contiguous().reshape(-1)
@@ -139,9 +141,9 @@ class Snapshot:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None):
         self.model = model
         self.optimizer = optimizer
-        self.tensors = {name: t.detach().clone() for name, t in _named_tensors(model)}
+        self.tensors = {name: t.detach().clone() for name, t in _named_tensors(model) if _materialized(t)}
         self.grads = {name: None if p.grad is None else p.grad.detach().clone()
-                      for name, p in model.named_parameters(remove_duplicate=False)}
+                      for name, p in model.named_parameters(remove_duplicate=False) if _materialized(p)}
         self.flags = {name: p.requires_grad for name, p in model.named_parameters(remove_duplicate=False)}
         self.training = {name: m.training for name, m in model.named_modules(remove_duplicate=False)}
         self.opt_state = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
@@ -149,16 +151,22 @@ class Snapshot:
     @torch.no_grad()
     def restore(self) -> None:
         for name, t in _named_tensors(self.model):
-            if name in self.tensors and t.device.type != "meta":
+            if name in self.tensors and _materialized(t) and t.shape == self.tensors[name].shape:
                 t.copy_(self.tensors[name])
         for name, p in self.model.named_parameters(remove_duplicate=False):
             p.requires_grad_(self.flags.get(name, p.requires_grad))
+            if not _materialized(p):
+                continue
             saved = self.grads.get(name)
             p.grad = None if saved is None else saved.clone()
         for name, m in self.model.named_modules(remove_duplicate=False):
             m.training = self.training.get(name, m.training)
         if self.optimizer is not None and self.opt_state is not None:
             self.optimizer.load_state_dict(self.opt_state)
+
+
+def _materialized(t: torch.Tensor) -> bool:
+    return not isinstance(t, nn.parameter.UninitializedTensorMixin) and t.device.type != "meta"
 
 
 def _named_tensors(model: nn.Module):

@@ -27,12 +27,20 @@ class CheckSpec:
     func: Callable[[Context], None]
     needs_run: bool  # skipped when step 1 could not run one training step
     order: int
+    prerequisite: bool  # runs even when none of its codes is selected: later checks need what it measures
 
 
 _REGISTRY: list[CheckSpec] = []
 
 
-def check(name: str, *, step: str, codes: tuple[str, ...] | list[str], needs_run: bool = True):
+def check(
+    name: str,
+    *,
+    step: str,
+    codes: tuple[str, ...] | list[str],
+    needs_run: bool = True,
+    prerequisite: bool = False,
+):
     """Register a check function under ``name`` for playbook ``step``, emitting ``codes``."""
     if step not in STEPS:
         raise ValueError(f"unknown step {step!r}")
@@ -40,7 +48,7 @@ def check(name: str, *, step: str, codes: tuple[str, ...] | list[str], needs_run
     def register(func: Callable[[Context], None]) -> Callable[[Context], None]:
         if any(spec.name == name for spec in _REGISTRY):
             raise ValueError(f"check {name!r} registered twice")
-        _REGISTRY.append(CheckSpec(name, step, tuple(codes), func, needs_run, len(_REGISTRY)))
+        _REGISTRY.append(CheckSpec(name, step, tuple(codes), func, needs_run, len(_REGISTRY), prerequisite))
         return func
 
     return register

@@ -25,7 +25,10 @@ from nndoctor.task import REGRESSION_LOSSES
 CODE_OF_KIND = {"shape": "RUN001", "dtype": "RUN002", "device": "RUN003", "memory": "RUN004", "other": "RUN005"}
 
 
-@check("one-training-step", step="run", codes=("RUN001", "RUN002", "RUN003", "RUN004", "RUN005", "DAT003"), needs_run=False)
+@check(
+    "one-training-step", step="run", codes=("RUN001", "RUN002", "RUN003", "RUN004", "RUN005", "DAT003"),
+    needs_run=False, prerequisite=True,
+)
 def one_training_step(ctx: Context) -> None:
     """Run forward, loss, backward and an optimizer step on a copy; turn any crash into a finding."""
     try:
