@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint_sequential
 
 import nndoctor
 from cases.mem_cases import IMAGE_BUDGET, large_images
 from helpers import run_checked
+from nndoctor.checks.memory import _micro_batch
 from nndoctor.probes.memory import PeakModel, SavedActivations, measure_step
 from nndoctor.spec import parse_size
 
@@ -162,6 +165,40 @@ def test_finding_carries_the_breakdown_and_ranked_remedies(planted):
     assert savings == sorted(savings, reverse=True) and len(savings) == len(finding.suggestions)
     assert ev["remedies"][0]["remedy"] == "batch-and-accumulation" and ev["remedies"][0]["fits"]
     assert {r["remedy"] for r in ev["remedies"]} >= {"mixed-precision", "activation-checkpointing"}
+
+
+def _measured_peak_with(setup, loss_of) -> float:
+    """The steady-state peak of a fresh copy's step at the setup's batch, the step computed by ``loss_of``."""
+    model = setup.model.__class__()
+    optimizer = setup.optimizer(model.parameters())
+    x, y = setup.train_data
+    return measure_step(model, optimizer, (x.clone(), y.clone()), loss_of, batch_size=len(y), device=CPU).peak
+
+
+def test_checkpointing_and_mixed_precision_estimates_match_doing_it(planted):
+    setup, report = planted
+    [finding] = report.by_code("RUN004")
+    remedies = {r["remedy"]: r for r in finding.evidence["remedies"]}
+    [advice] = [s for s in finding.suggestions if "checkpoint_sequential" in s]
+    segments = int(re.search(r"segments=(\d+)", advice).group(1))
+
+    def checkpointed(model, batch):
+        features = checkpoint_sequential(model.features, segments, batch[0], use_reentrant=False)
+        return setup.loss_fn(model.head(features.flatten(1)), batch[1])
+
+    def autocast(model, batch):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return setup.loss_fn(model(batch[0]), batch[1])
+
+    assert remedies["activation-checkpointing"]["peak_bytes"] == pytest.approx(
+        _measured_peak_with(setup, checkpointed), rel=0.15)
+    assert remedies["mixed-precision"]["peak_bytes"] == pytest.approx(_measured_peak_with(setup, autocast), rel=0.15)
+
+
+@pytest.mark.parametrize("full, largest, expected", [(64, 34, (32, 2)), (64, 24, (16, 4)), (97, 30, (25, 4)),
+                                                     (64, 1, (1, 64))])
+def test_micro_batch_keeps_the_effective_batch(full, largest, expected):
+    assert _micro_batch(full, largest) == expected
 
 
 def test_the_suggested_micro_batch_fits(planted):

@@ -21,6 +21,7 @@ from torch import nn
 
 from nndoctor import data as D
 from nndoctor.checks import SkipCheck, check
+from nndoctor.checks import run as _run  # noqa: F401  registers one-training-step first: its ctx.run_error is read here
 from nndoctor.context import Context
 from nndoctor.probes.errors import classify
 from nndoctor.probes.memory import MiB, PeakModel, StepMemory, forward_saved_bytes, measure_step
