@@ -132,8 +132,8 @@ class _Sampler:
                 return None
             size //= 2
         other = size // 2 if size > 1 else 2
-        if self.measure(other) is None:  # batch 2 ran out of memory where 1 did not: assume proportional growth
-            other = size
+        if not self.affordable(1) or self.measure(other) is None:
+            other = size  # no time for a second size, or 2 ran out of memory where 1 did not: proportional growth
         small, large = sorted((self.measured[size], self.measured[other]), key=lambda m: m.batch_size)
         return PeakModel(small, large)
 
@@ -457,6 +457,8 @@ def _checkpoint_plan(net: nn.Module, model: PeakModel, full: int) -> tuple[float
                f"use_reentrant=False)` (heaviest layers: {heaviest})")
     else:
         how = f"checkpoint {n_segments - 1} groups of {best_length} consecutive blocks of {prefix} (heaviest: {heaviest})"
+    if hasattr(net, "gradient_checkpointing_enable"):  # Hugging Face models checkpoint their own layers
+        how = f"`model.gradient_checkpointing_enable()`, or {how}"
     return best_peak, (f"Activation checkpointing keeps only block inputs and recomputes the rest in the backward "
                        f"pass (about one more forward pass of compute): {how}.")
 
