@@ -6,7 +6,6 @@ as they are read, so nndoctor can read them more than once.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Callable
 
@@ -125,13 +124,9 @@ class DataSource:
             return batch
         raise EmptyDataError(f"{self.name} data yielded no batch")
 
-    def collect(self, max_samples: int = 4096, max_batches: int = 64,
-                seconds: float | None = None) -> tuple[Any, Any] | None:
-        """Concatenate up to ``max_samples`` samples of ``(inputs, targets)``; None if batches are not pairs.
-
-        With ``seconds``, stop reading after the batch that crosses that time (a slow loader)."""
+    def collect(self, max_samples: int = 4096, max_batches: int = 64) -> tuple[Any, Any] | None:
+        """Concatenate up to ``max_samples`` samples of ``(inputs, targets)``; None if batches are not pairs."""
         inputs, targets, seen = [], [], 0
-        start = time.monotonic()
         for batch in self.batches(limit=max_batches):
             pair = split_batch(batch)
             if pair is None:
@@ -140,7 +135,7 @@ class DataSource:
             inputs.append(x)
             targets.append(y)
             seen += batch_len(x)
-            if seen >= max_samples or (seconds is not None and time.monotonic() - start > seconds):
+            if seen >= max_samples:
                 break
         if not inputs:
             return None

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from nndoctor.probes.broadcast import BroadcastTracer, broadcast_shape
-from nndoctor.probes.data_stats import FirstLayers, feature_stats, non_finite, row_digests
+from nndoctor.probes.data_stats import FirstLayers, NonFinite, feature_stats, row_digests, scan
 from nndoctor.probes.sample_rows import SampleRows, moves_of_others
 
 shapes = st.lists(st.integers(1, 4), min_size=0, max_size=4).map(tuple)
@@ -88,8 +88,11 @@ def test_feature_stats_agree_with_numpy_and_skip_non_finite():
     assert np.allclose(stats.mean.numpy(), [3.0, 20.0])
     assert np.allclose(stats.std.numpy(), [np.std([1, 3, 5]), np.std([10, 30])])
     assert (stats.low, stats.high, stats.integer_valued, stats.tabular) == (1.0, 30.0, True, True)
-    counts = non_finite(x)
-    assert (counts.nan, counts.inf, counts.rows, counts.positions) == (1, 0, 1, [(1, 1)])
+    counts = NonFinite()
+    counts.add(x)
+    counts.add(torch.tensor([[float("inf"), float("nan")]]))
+    assert (counts.nan, counts.inf, counts.rows, counts.samples) == (2, 1, 2, 4)
+    assert counts.positions() == [(1, 2), (0, 1)]
 
 
 def test_row_digests_equal_exactly_for_equal_samples():
@@ -106,3 +109,18 @@ def test_first_layers_sees_weights_and_norms_in_order_and_cleans_up():
     assert [c.path for c in layers.calls] == ["1", "3"]
     assert layers.calls[0].inputs[0].untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
     assert _hooks(model) == 0
+
+
+def test_scan_keeps_a_sample_spread_over_everything_read():
+    from nndoctor.data import DataSource
+
+    y = torch.arange(10).repeat_interleave(500)  # 5000 samples sorted by class
+    x = torch.stack([y.float(), torch.zeros(len(y))], 1)
+    x[7, 1] = float("nan")
+    found = scan(DataSource((x, y), batch_size=64), max_samples=300, seconds=60.0)
+    inputs, targets = found.sample
+    assert found.complete and found.read == 5000 and torch.equal(found.targets, y)
+    assert len(targets) <= 300 and set(targets.tolist()) == set(range(10))  # not just the first classes
+    assert torch.equal(inputs[:, 0].long(), targets)  # rows kept whole
+    assert sum(found.digests.values()) == 5000 and len(found.digests) == 11  # 10 distinct rows + the NaN one
+    assert found.non_finite["inputs"].nan == 1 and found.non_finite["targets"].total == 0

@@ -41,9 +41,9 @@ normalisation layer.
         severity=E,
         summary="NaN or Inf in inputs or targets.",
         what="""
-nndoctor reads a sample of each split (up to 2048 samples) and counts NaN and Inf values in every input
-tensor and in the targets. The finding names the split, the tensor, how many values and samples are
-affected, and the columns (or positions) that hold most of them.
+nndoctor reads each split (all of it, or as much as it reads in about two seconds) and counts NaN and
+Inf values in every input tensor and in the targets. The finding names the split, the tensor, how many
+values and samples are affected, and the columns (or positions) that hold most of them.
 """,
         why="""
 One NaN in a batch makes that batch's loss NaN, and with it every gradient and, after the optimizer
@@ -158,9 +158,10 @@ Build one transform and apply it to every split: fit the scaler on train, then
         summary="Batches are ordered by target.",
         what="""
 nndoctor reads the first 8 training batches in the order the data yields them. When the median batch
-is at least 90% one class while the largest class is at most 60% of the data, the samples are ordered
-by target and not shuffled. For regression, a rank correlation of at least 0.9 between position and
-target means the targets are sorted (warning).
+is at least 90% one class, and batches drawn at random from the same targets are that pure less than
+1% of the time (200 simulated shufflings), the samples are ordered by target and not shuffled. For
+regression, a rank correlation of at least 0.9 between position and target means the targets are
+sorted (warning).
 """,
         why="""
 Each run of same-class batches pulls the model towards that class, and the next run undoes it: the
@@ -183,9 +184,8 @@ batching them.
         severity=E,
         summary="The same samples appear in train and validation.",
         what="""
-nndoctor hashes the exact bytes of every sample's inputs, for as much of the training split as it can
-read in about two seconds and for a sample of the validation split, and counts validation samples
-found in the training data. Natural duplicates are allowed for: the overlap must exceed 5% plus twice
+nndoctor hashes the exact bytes of every sample's inputs, for both splits (all of each, or as much as
+it reads in about two seconds), and counts validation samples found in the training data. Natural duplicates are allowed for: the overlap must exceed 5% plus twice
 the rate at which the training data duplicates itself. Error from 50% overlap, warning below.
 """,
         why="""
@@ -208,7 +208,7 @@ deduplicate the data first, and split grouped data by group (`GroupShuffleSplit`
         severity=W,
         summary="Classes so unbalanced that accuracy misleads.",
         what="""
-nndoctor counts the classes in a sample of the training targets. When the largest class has at least
+nndoctor counts the classes of the training targets. When the largest class has at least
 5 times as many samples as the smallest (for multi-label targets: a label positive, or negative, in
 fewer than 1 in 6 samples), the finding gives the counts and the accuracy of always predicting the
 majority class. With a weighted loss (`weight=`, `pos_weight=`) it is information only.

@@ -6,7 +6,6 @@ needs a training step; DAT001 and DAT003 run the model's forward when it can.
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -17,38 +16,34 @@ from nndoctor import data as D
 from nndoctor.checks import SkipCheck, check
 from nndoctor.context import Context
 from nndoctor.probes.baselines import fit_baselines, is_token_ids
-from nndoctor.probes.data_stats import (NORMALISATION, FeatureStats, FirstLayers, feature_stats, is_feature_tensor,
-                                        named_leaves, non_finite, row_digests, shares_storage)
+from nndoctor.probes.data_stats import (NORMALISATION, FeatureStats, FirstLayers, LayerCall, NonFinite, Scan,
+                                        feature_stats, is_feature_tensor, named_leaves, scan, shares_storage)
 from nndoctor.probes.scoring import main_output, target_labels
 
-SAMPLE = 2048  # samples read per split for statistics
-SAMPLE_SECONDS = 2.0  # ... or fewer, when the loader is slow
+SAMPLE = 2048  # samples kept per split for statistics, drawn evenly from everything read
+SCAN_SECONDS = 2.0  # reading a split (hashing inputs, counting targets) stops after this
 ORDER_BATCHES = 8  # batches read in order to see whether they are sorted by target
 
 
-def _sample(ctx: Context, split: str) -> tuple[Any, Any] | None:
-    """Up to SAMPLE ``(inputs, targets)`` of a split on the CPU; None without that split or pairs."""
+def _scan(ctx: Context, split: str) -> Scan | None:
+    """One time-bounded pass over a split, shared by the DAT checks; None without that split or pairs."""
     source = ctx.train if split == "train" else ctx.val
 
-    def collect() -> tuple[Any, Any] | None:
+    def read() -> Scan | None:
         if source is None or ctx.setup.step is not None:
             return None
         try:
-            seconds = min(SAMPLE_SECONDS, ctx.budget.remaining() / 20)
-            pair = source.collect(max_samples=SAMPLE, max_batches=64, seconds=seconds)
+            return scan(source, SAMPLE, min(SCAN_SECONDS, ctx.budget.remaining() / 20), seed=ctx.seed)
         except Exception:  # the user's loader raised: step 1 reports reading errors
             return None
-        if pair is None or not _batch_first(*pair):
-            return None
-        return D.to_device(pair, "cpu")
 
-    return ctx.measure(f"data_sample:{split}", collect)
+    return ctx.measure(f"data_scan:{split}", read)
 
 
-def _batch_first(inputs: Any, targets: Any) -> bool:
-    """Every input tensor has one row per target (time-major batches are not)."""
-    n = len(targets) if isinstance(targets, torch.Tensor) and targets.ndim else D.batch_len(inputs)
-    return all(t.ndim >= 1 and len(t) == n for t in D.tensors_in(inputs))
+def _sample(ctx: Context, split: str) -> tuple[Any, Any] | None:
+    """Up to SAMPLE ``(inputs, targets)`` of a split on the CPU."""
+    found = _scan(ctx, split)
+    return found.sample if found is not None else None
 
 
 def _train_sample(ctx: Context) -> tuple[Any, Any]:
@@ -93,17 +88,19 @@ def input_scale(ctx: Context) -> None:
             _report_scale(ctx, name, len(leaves), stats, consumer, not shares_storage(tensor, leaf), *problem)
 
 
-def _first_layers(ctx: Context, inputs: Any) -> list | None:
+def _first_layers(ctx: Context, inputs: Any) -> list[LayerCall] | None:
+    """The model's first layer calls on the first batch; None when it crashes before any."""
     model = ctx.fresh_model().eval()
     with torch.no_grad(), FirstLayers(model) as layers:
         try:
             ctx.forward(model, inputs)
         except Exception:
-            return None if not layers.calls else layers.calls
+            return layers.calls or None
     return layers.calls
 
 
-def _what_the_model_sees(leaf: torch.Tensor, calls: list | None, single: bool):
+def _what_the_model_sees(leaf: torch.Tensor, calls: list[LayerCall] | None,
+                         single: bool) -> tuple[torch.Tensor, LayerCall | None] | None:
     """(tensor, layer call) for the first layer with weights that receives ``leaf`` (or a view of it);
     for a model with one feature input that transforms it first, the first such layer's input."""
     if calls is None:
@@ -130,13 +127,14 @@ def _scale_problem(stats: FeatureStats) -> tuple[str, str] | None:
         return ("error" if top >= HUGE else "warning",
                 f"far above unit scale: feature RMS up to {top:.3g} (median {middle:.3g})")
     if top < TINY:
-        return "warning", f"far below unit scale: every feature's RMS is below {top:.2g}"
+        return "warning", f"far below unit scale: every feature's RMS is at most {top:.2g}"
     if top >= 5.0 and top / middle >= SPREAD:
         return "warning", f"on wildly different scales: feature RMS up to {top:.3g} against a median of {middle:.3g}"
     return None
 
 
-def _report_scale(ctx: Context, name: str, leaves: int, stats: FeatureStats, consumer: Any, transformed: bool,
+def _report_scale(ctx: Context, name: str, leaves: int, stats: FeatureStats, consumer: LayerCall | None,
+                  transformed: bool,
                   severity: str, problem: str) -> None:
     pixels = stats.integer_valued and stats.low >= 0 and 1.5 < stats.high <= 255
     layer = f"model.{consumer.path}".rstrip(".") if consumer is not None else None
@@ -169,33 +167,32 @@ def _report_scale(ctx: Context, name: str, leaves: int, stats: FeatureStats, con
 
 @check("data-non-finite", step="bugs", codes=("DAT002",), needs_run=False)
 def non_finite_data(ctx: Context) -> None:
-    """Count NaN/Inf per split, input and feature."""
+    """Count NaN/Inf per split, input and feature, over everything the scan read."""
     _train_sample(ctx)
     for split in ("train", "val"):
-        sample = _sample(ctx, split)
-        if sample is None:
+        found = _scan(ctx, split)
+        if found is None:
             continue
-        inputs, targets = sample
-        found = []
-        for name, t in named_leaves(inputs) + named_leaves(targets, "targets"):
-            counts = non_finite(t)
-            if counts.total:
-                found.append((name, t, counts))
-        if found:
-            _report_non_finite(ctx, split, D.batch_len(inputs), found)
+        bad = {name: counts for name, counts in found.non_finite.items() if counts.total}
+        if bad:
+            _report_non_finite(ctx, split, found, bad)
 
 
-def _report_non_finite(ctx: Context, split: str, samples: int, found: list) -> None:
+def _report_non_finite(ctx: Context, split: str, found: Scan, bad: dict[str, NonFinite]) -> None:
+    shapes = {name: tuple(t.shape[1:]) for name, t in named_leaves(found.sample[0]) + named_leaves(found.sample[1],
+                                                                                                      "targets")}
     parts = []
-    evidence: dict[str, Any] = {"samples_read": samples}
-    for name, t, counts in found:
-        where = ", ".join(f"{_position(t, p)} ({c})" for p, c in counts.positions)
-        axis = "column" if t.ndim == 2 else "position"
-        parts.append(f"{name}: {counts.nan} NaN and {counts.inf} Inf in {counts.rows} of {len(t)} samples "
-                     f"(by {axis}: {where})")
+    evidence: dict[str, Any] = {"samples_read": found.read}
+    for name, counts in bad.items():
+        shape = shapes.get(name, ())
+        positions = [(_position(shape, p), c) for p, c in counts.positions()]
+        axis = "column" if len(shape) == 1 else "position"
+        parts.append(f"{name}: {counts.nan} NaN and {counts.inf} Inf in {counts.rows} of {counts.samples} samples "
+                     f"(by {axis}: {', '.join(f'{p} ({c})' for p, c in positions)})")
         evidence[name] = {"nan": counts.nan, "inf": counts.inf, "samples": counts.rows,
-                          "positions": [[_position(t, p), c] for p, c in counts.positions]}
-    message = (f"The {_SPLIT_NAMES[split]} data holds non-finite values, in the {samples} samples read: "
+                          "positions": [[p, c] for p, c in positions]}
+    scope = "all" if found.complete else "the first"
+    message = (f"The {_SPLIT_NAMES[split]} data holds non-finite values, in {scope} {found.read} samples: "
                + "; ".join(parts) +
                ". One NaN in a batch makes the loss and every gradient NaN; training then silently stops learning.")
     ctx.emit("DAT002", message, location=f"{split}_data", evidence=evidence,
@@ -208,10 +205,11 @@ def _report_non_finite(ctx: Context, split: str, samples: int, found: list) -> N
 _SPLIT_NAMES = {"train": "training", "val": "validation"}
 
 
-def _position(t: torch.Tensor, flat: int) -> str:
-    if t.ndim <= 2:
+def _position(shape: tuple[int, ...], flat: int) -> str:
+    """A flattened feature position as the index a user would write: 7, or (0, 3, 5) for an image."""
+    if len(shape) <= 1:
         return str(flat)
-    return str(tuple(int(i) for i in np.unravel_index(flat, tuple(t.shape[1:]))))
+    return str(tuple(int(i) for i in np.unravel_index(flat, shape)))
 
 
 # ----- DAT003 ----------------------------------------------------------------------------------
@@ -282,9 +280,10 @@ def _target_problem(ctx: Context, y: torch.Tensor, width: int | None) -> tuple[s
         fix = (f"If {negative[0]} marks padding or unlabelled samples, pass `ignore_index={negative[0]}` to "
                f"{type(loss).__name__}" + (f" (it is {ignore} now)" if ignore is not None else "")
                + "; otherwise remap the labels to 0..C-1.")
-        return (f"{count} targets are negative ({', '.join(map(str, negative))}); {type(loss).__name__} needs class "
-                f"indices in [0, {width - 1 if width else 'C-1'}] and ignores only {ignore}. This crashes on CPU "
-                "and can silently corrupt memory or fail later on a GPU.", [fix], evidence)
+        ignored = f" and ignores only {ignore}" if ignore is not None else ""
+        return (f"{count} target values are negative ({', '.join(map(str, negative))}); {type(loss).__name__} needs "
+                f"class indices in [0, {width - 1 if width else 'C-1'}]{ignored}. This crashes on a CPU and raises a "
+                "device-side assert on a GPU.", [fix], evidence)
     if width is not None and high >= width:
         if low >= 1 and high == width:
             return (f"The labels run from 1 to {high} but the model has {width} outputs, so class indices must "
@@ -300,6 +299,9 @@ def _target_problem(ctx: Context, y: torch.Tensor, width: int | None) -> tuple[s
 
 def _binary_target_problem(loss: nn.Module, y: torch.Tensor, width: int | None) -> tuple[str, list[str], dict] | None:
     values = y.float()
+    values = values[torch.isfinite(values)]  # non-finite targets are DAT002's
+    if not values.numel():
+        return None
     low, high = float(values.min()), float(values.max())
     if low >= 0 and high <= 1:
         return None
@@ -507,7 +509,7 @@ def batch_order(ctx: Context) -> None:
         raise SkipCheck("fewer than two batches of per-sample targets")
     if kind in ("classification", "binary"):
         observed = _median_purity(ys)
-        pool = target_labels(kind, targets)
+        pool = _all_labels(ctx, kind, targets)
         shuffled = _shuffled_purity(pool, [len(y) for y in ys], np.random.default_rng(ctx.seed))  # (SIMULATIONS,)
         p_value = (1 + int((shuffled >= observed).sum())) / (1 + len(shuffled))
         if observed >= PURE and p_value < 0.01:
@@ -532,6 +534,13 @@ def batch_order(ctx: Context) -> None:
                      f"position {rho:+.2f}): the samples are ordered by target and not shuffled.",
                      location="train_data", severity="warning",
                      evidence={"spearman_position_target": rho, "samples": len(y)}, suggestions=_shuffle_fixes(ctx))
+
+
+def _all_labels(ctx: Context, kind: str, sample_targets: Any) -> np.ndarray:
+    """Labels of every training target read (the sample's when targets could not be kept)."""
+    found = _scan(ctx, "train")
+    every = target_labels(kind, found.targets) if found is not None and found.targets is not None else None
+    return every if every is not None else target_labels(kind, sample_targets)
 
 
 def _median_purity(batches: list[np.ndarray]) -> float:
@@ -562,43 +571,28 @@ def _shuffle_fixes(ctx: Context) -> list[str]:
 
 # ----- DAT007 ----------------------------------------------------------------------------------
 
-OVERLAP_SCAN_SECONDS = 2.0  # reading the training split to hash it
-OVERLAP_SCAN_SAMPLES = 100_000
-
-
 @check("data-split-overlap", step="bugs", codes=("DAT007",), needs_run=False)
 def split_overlap(ctx: Context) -> None:
     """Hash every sample's input bytes: validation samples found in train leak."""
-    _train_sample(ctx)
-    val = _sample(ctx, "val")
-    if val is None:
+    train, val = _scan(ctx, "train"), _scan(ctx, "val")
+    if train is None or train.sample is None:
+        raise SkipCheck("training batches are not batch-first (inputs, targets) pairs of tensors")
+    if val is None or val.sample is None:
         raise SkipCheck("no validation data")
-    train_counts: dict[bytes, int] = {}
-    read, start = 0, time.monotonic()
-    limit = min(OVERLAP_SCAN_SECONDS, ctx.budget.remaining() / 20)
-    for batch in ctx.train.batches():
-        pair = D.split_batch(batch)
-        if pair is None:
-            return
-        for digest in row_digests(pair[0]):
-            train_counts[digest] = train_counts.get(digest, 0) + 1
-        read += D.batch_len(pair[0])
-        if read >= OVERLAP_SCAN_SAMPLES or time.monotonic() - start > limit:
-            break
-    val_digests = row_digests(val[0])
-    shared = [i for i, d in enumerate(val_digests) if d in train_counts]
+    shared = sum(count for digest, count in val.digests.items() if digest in train.digests)
     # A random split of data with duplicates shares about as many samples as train duplicates itself.
-    duplicated = sum(c for c in train_counts.values() if c > 1) / max(read, 1)
-    overlap = len(shared) / max(len(val_digests), 1)
-    if len(shared) < 3 or overlap < 0.05 + 2 * duplicated:
+    duplicated = sum(c for c in train.digests.values() if c > 1) / max(train.read, 1)
+    overlap = shared / max(val.read, 1)
+    if shared < 3 or overlap < 0.05 + 2 * duplicated:
         return
+    scope = "all" if train.complete else "the first"
     ctx.emit("DAT007",
-             f"{len(shared)} of {len(val_digests)} validation samples ({overlap:.0%}) also appear in the training "
-             f"data (identical inputs; {read} training samples read). The validation score then rewards "
-             "memorising and overstates how the model does on new data.",
+             f"{shared} of {val.read} validation samples ({overlap:.0%}) also appear in the training data (identical "
+             f"inputs, in {scope} {train.read} training samples). The validation score then rewards memorising and "
+             "overstates how the model does on new data.",
              location="val_data", severity="error" if overlap >= 0.5 else "warning",
-             evidence={"shared": len(shared), "val_samples": len(val_digests), "train_samples_read": read,
-                       "overlap": overlap, "train_duplicate_rate": duplicated, "val_indices": shared[:10]},
+             evidence={"shared": shared, "val_samples": val.read, "train_samples_read": train.read,
+                       "overlap": overlap, "train_duplicate_rate": duplicated},
              suggestions=["Split once, by index, before any augmentation or oversampling (`train_test_split` or "
                           "`torch.utils.data.random_split`), and deduplicate the data before splitting.",
                           "For grouped data (several samples per patient/user/file), split by group "
@@ -612,12 +606,12 @@ IMBALANCE = 5.0  # largest over smallest class count: the majority alone scores 
 
 @check("data-class-balance", step="bugs", codes=("DAT008",), needs_run=False)
 def class_balance(ctx: Context) -> None:
-    """Class counts in the training sample: heavy imbalance makes accuracy meaningless."""
+    """Class counts of the training targets: heavy imbalance makes accuracy meaningless."""
     _, targets = _train_sample(ctx)
     kind = ctx.task.kind
     if kind not in ("classification", "binary", "multilabel"):
         raise SkipCheck(f"not a classification task ({kind})")
-    labels = target_labels(kind, targets)
+    labels = _all_labels(ctx, kind, targets)
     if labels is None:
         raise SkipCheck("targets are not one per sample")
     loss = ctx.setup.loss_fn

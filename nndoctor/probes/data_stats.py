@@ -5,12 +5,15 @@ Only measures; the DAT checks judge. Features are the flattened non-batch positi
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+
+from nndoctor import data as D
 
 MAX_FEATURES = 4096  # wider inputs (images) are summarised on evenly spaced positions
 
@@ -79,26 +82,40 @@ def feature_stats(t: torch.Tensor) -> FeatureStats:
 
 @dataclass
 class NonFinite:
-    nan: int
-    inf: int
-    rows: int  # samples with at least one
-    positions: list[tuple[int, int]]  # (flattened feature position, count), most affected first
+    """NaN/Inf counts of one tensor, accumulated over batches with ``add``."""
+
+    nan: int = 0
+    inf: int = 0
+    rows: int = 0  # samples with at least one
+    samples: int = 0  # samples seen
+    per_position: torch.Tensor | None = None  # (F,) non-finite values per flattened feature position
 
     @property
     def total(self) -> int:
         return self.nan + self.inf
 
+    def add(self, t: torch.Tensor) -> None:
+        flat = t.detach().cpu().reshape(len(t), -1) if t.ndim else t.detach().cpu().reshape(1, 1)
+        self.samples += len(flat)
+        if not (flat.is_floating_point() or flat.is_complex()):
+            return
+        nan, inf = torch.isnan(flat), torch.isinf(flat)
+        bad = nan | inf
+        self.nan += int(nan.sum())
+        self.inf += int(inf.sum())
+        self.rows += int(bad.any(1).sum())
+        counts = bad.sum(0)
+        if self.per_position is None or self.per_position.shape != counts.shape:
+            self.per_position = counts
+        else:
+            self.per_position += counts
 
-def non_finite(t: torch.Tensor, top: int = 5) -> NonFinite:
-    if not t.is_floating_point() and not t.is_complex():
-        return NonFinite(0, 0, 0, [])
-    flat = t.detach().cpu().reshape(len(t), -1) if t.ndim else t.detach().cpu().reshape(1, 1)
-    nan, inf = torch.isnan(flat), torch.isinf(flat)
-    bad = nan | inf
-    per_position = bad.sum(0)
-    order = torch.argsort(per_position, descending=True)[:top]
-    positions = [(int(i), int(per_position[i])) for i in order if per_position[i] > 0]
-    return NonFinite(int(nan.sum()), int(inf.sum()), int(bad.any(1).sum()), positions)
+    def positions(self, top: int = 5) -> list[tuple[int, int]]:
+        """(flattened feature position, count), most affected first."""
+        if self.per_position is None:
+            return []
+        order = torch.argsort(self.per_position, descending=True)[:top]
+        return [(int(i), int(self.per_position[i])) for i in order if self.per_position[i] > 0]
 
 
 def row_digests(inputs: Any) -> list[bytes]:
@@ -116,6 +133,72 @@ def row_digests(inputs: Any) -> list[bytes]:
                 h.update(block[i].tobytes())
         digests.append(h.digest())
     return digests
+
+
+@dataclass
+class Scan:
+    """One time-bounded pass over a split."""
+
+    sample: tuple[Any, Any] | None  # up to ``max_samples`` (inputs, targets) drawn evenly from all rows read
+    targets: torch.Tensor | None  # every target read, in order (None when targets are not tensors)
+    digests: dict[bytes, int]  # how often each input (by ``row_digests``) occurred
+    non_finite: dict[str, NonFinite]  # per input tensor (``named_leaves`` names) and "targets"
+    read: int  # samples read
+    complete: bool  # the whole split was read
+
+
+def scan(source: Any, max_samples: int, seconds: float, seed: int = 0) -> Scan | None:
+    """Read batches of ``source`` (a ``DataSource``) for at most ``seconds``, keeping a uniform random sample
+    of rows (thinned as it grows), every target and every input's digest. None when batches are not
+    ``(inputs, targets)`` pairs with one input row per target."""
+    generator = torch.Generator().manual_seed(seed)
+    keep_rate, kept, kept_rows = 1.0, [], 0
+    targets, digests, read, complete = [], {}, 0, True
+    non_finite: dict[str, NonFinite] = {}
+    start = time.monotonic()
+    for batch in source.batches():
+        pair = D.split_batch(batch)
+        if pair is None or not _batch_first(*pair):
+            return None
+        inputs, y = D.to_device(pair, "cpu")
+        n = len(y) if isinstance(y, torch.Tensor) and y.ndim else D.batch_len(inputs)
+        for digest in row_digests(inputs):
+            digests[digest] = digests.get(digest, 0) + 1
+        for name, t in named_leaves(inputs) + named_leaves(y, "targets"):
+            non_finite.setdefault(name, NonFinite()).add(t)
+        targets.append(y)
+        chosen = torch.rand(n, generator=generator) < keep_rate  # (n,)
+        kept.append(D.index((inputs, y), chosen))
+        kept_rows += int(chosen.sum())
+        read += n
+        if kept_rows > 2 * max_samples:  # keep a random half; later rows are kept at half the rate
+            pool = _concat(kept)
+            if pool is None:
+                return None
+            half = torch.rand(kept_rows, generator=generator) < 0.5
+            kept, kept_rows, keep_rate = [D.index(pool, half)], int(half.sum()), keep_rate / 2
+        if time.monotonic() - start > seconds:
+            complete = False
+            break
+    pool = _concat(kept) if kept else None
+    if pool is not None and kept_rows > max_samples:
+        pool = D.index(pool, torch.randperm(kept_rows, generator=generator)[:max_samples].sort().values)
+    all_targets = _concat(targets)
+    return Scan(pool, all_targets if isinstance(all_targets, torch.Tensor) else None, digests, non_finite, read,
+                complete)
+
+
+def _batch_first(inputs: Any, targets: Any) -> bool:
+    """Every input tensor has one row per target (time-major batches do not)."""
+    n = len(targets) if isinstance(targets, torch.Tensor) and targets.ndim else D.batch_len(inputs)
+    return all(t.ndim >= 1 and len(t) == n for t in D.tensors_in(inputs))
+
+
+def _concat(parts: list[Any]) -> Any:
+    try:
+        return D.concat(parts)
+    except (RuntimeError, TypeError, ValueError):  # e.g. sequences padded to a different length per batch
+        return None
 
 
 @dataclass
