@@ -17,21 +17,20 @@ def synthetic_report(**meta) -> Report:
     """A report with a finding of every step, every plot's data, and one of each check status."""
     findings = [
         Finding("LOS001", "The model ends in model.3 (Softmax) and CrossEntropyLoss applies log-softmax again: "
-                          "initial loss 2.302, gradient norm 0.003.", location="model.3",
+                          "initial loss 2.302, gradient norm 0.003.", location="model.3", severity="error",
                 evidence={"initial_loss": 2.302, "loss": "CrossEntropyLoss"},
                 suggestions=["Remove the final `nn.Softmax`: CrossEntropyLoss takes raw logits."]),
         Finding("DAT001", "Inputs have std 101.3, far from 1.", location="train_data", severity="warning",
                 evidence={"std": 101.3}, suggestions=["Scale the inputs: `x / 255`."]),
         Finding("NUM004", "80% of the units of model.1 never activate.", location="model.1", severity="warning",
                 evidence={"layers": [{"name": "model.1", "dead_fraction": 0.8}]}),
-        Finding("OFB004", "Training on one batch plateaus at 0.95 after 60 steps.", location="model",
-                evidence={"curve": curve(floor=0.95), "confirmation_curve": curve(floor=0.5),
-                          "fix_curve": curve(rate=5, floor=0.0)},
+        Finding("OFB004", "Training on one batch plateaus at 0.95 after 60 steps.", location="model", severity="error",
+                evidence={"curve": curve(floor=0.95)},
                 suggestions=["Raise the learning rate (`lr=1e-2` overfits the batch)."]),
         Finding("GRD004", "Gradients of model.0 are 1e-9.", location="model.0", severity="warning",
                 evidence={"layers": [{"name": "model.0", "grad_norm": 1e-9, "update_ratio": 1e-10}]}),
         Finding("OFB000", "A healthy run would overfit one batch.", severity="info"),
-        Finding("CMP001", "The model (0.31) is below logistic regression (0.95).", location="model",
+        Finding("CMP001", "The model (0.31) is below logistic regression (0.95).", location="model", severity="error",
                 evidence={"model": 0.31}, suggestions=["Look for an information bottleneck."]),
     ]
     checks = [
@@ -46,9 +45,11 @@ def synthetic_report(**meta) -> Report:
         CheckRecord("ddp-replicas", "skipped", 0.0, "not selected", "distributed"),
     ]
     extras = {
-        "overfit": {"curves": {"one batch, lr 1e-3": curve(floor=0.95)}, "ylabel": "loss"},
+        "overfit": {"curves": {"as given": curve(floor=0.95), "confirmation: lr 0.01": curve(floor=0.5),
+                               "OFB004 fixed": {"steps": list(range(0, 60, 2)), "loss": curve(30, rate=3, floor=0)}},
+                    "ylabel": "loss"},
         "gradients": {"layers": [{"name": f"model.{i}", "grad_norm": 10.0 ** -i, "update_ratio": 10.0 ** (-i - 2)}
-                                 for i in (0, 2, 4)]},
+                                 for i in (0, 2, 4)] + [{"name": "model.6", "grad_norm": 0.0, "update_ratio": 0.0}]},
         "activations": {"layers": [{"name": "model.1", "dead_fraction": 0.8, "saturated_fraction": 0.0}]},
         "compare": {"metric": "accuracy", "split": "validation data", "rows": [
             {"name": "model", "kind": "model", "value": 0.31},

@@ -125,7 +125,8 @@ def test_html_plots_every_documented_key_and_only_those_present():
                       "Gradient flow per layer", "Model vs baselines: accuracy on validation data"]
     ids = re.findall(r'\bid="([^"]+)"', page)
     assert len(ids) == len(set(ids))  # several SVGs share one page: no id clashes
-    bare = Report(findings=[Finding("LOS001", "m")], checks=[CheckRecord("one-training-step", "passed", 0.1, "", "run")])
+    bare = Report(findings=[Finding("LOS001", "m")],
+                  checks=[CheckRecord("one-training-step", "passed", 0.1, "", "run")])
     assert svgs(bare.to_html()) == []
 
 
@@ -140,10 +141,22 @@ def test_html_plots_every_documented_key_and_only_those_present():
                                                                       "update_ratio": -1.0}]}},
 ])
 def test_html_with_malformed_plot_data_still_renders(extras):
-    report = Report(findings=[Finding("OFB002", "boom", evidence={"curve": "not numbers", "x_curve": [1, "a"]})],
+    report = Report(findings=[Finding("OFB002", "boom", evidence={"curve": "not numbers", "curve_steps": [1, 2],
+                                                                       "curves": {"a": "b"}})],
                     meta={"extras": extras})
     page = report.to_html()
     assert "OFB002" in page and page.rstrip().endswith("</html>")
+
+
+def test_single_batch_plot_overlays_the_runs_of_extras_else_the_findings_curves(monkeypatch):
+    drawn = []
+    monkeypatch.setattr(plots, "curves_plot", lambda curves, **kw: drawn.append(list(curves)))
+    synthetic_report().to_html()
+    assert drawn[-1] == ["as given", "confirmation: lr 0.01", "OFB004 fixed"]  # the finding's copy not repeated
+    finding = Finding("OFB002", "explodes", evidence={"curve": [1.0, 9.0, "inf"], "curve_steps": [0, 5, 10],
+                                                      "curves": {"lr 1e-4": [1.0, 0.5, 0.2]}})
+    Report(findings=[finding]).to_html()
+    assert drawn[-1] == ["lr 1e-4", "OFB002 run"]
 
 
 def test_a_diverging_curve_is_marked_where_it_stops():

@@ -22,9 +22,9 @@ A *curve* is ``[y, ...]``, ``[[step, y], ...]`` or ``{"steps": [...], "loss": [.
 (or the strings "nan"/"inf") mark divergence.
 
 Finding evidence:
-  - OFB findings: ``"curve"``, any ``"<label>_curve"``, and ``"curves": {label: curve}`` are overlaid on
-    the single-batch plot (e.g. ``"confirmation_curve"`` for the run with a lower learning rate,
-    ``"fix_curve"`` for the verified fix).
+  - OFB findings, when ``extras["overfit"]`` has no curves: ``"curves": {label: curve}`` and ``"curve"``
+    (its steps in ``"curve_steps"``). Labels say what a run is: one containing "fix" is drawn as a
+    verified fix, one naming a learning rate ("lr", "rate") or "confirm" as a confirmation.
   - GRD findings: ``"layers"`` as in ``extras["gradients"]``.
   - NUM004/NUM005 findings: ``"layers"`` as in ``extras["activations"]``.
   - any finding of a ``run``: an integer ``"step"`` marks the loss curve where it was raised.
@@ -35,6 +35,7 @@ import html
 import json
 import math
 import re
+import warnings
 from typing import Any, Callable
 
 from nndoctor import catalogue
@@ -277,25 +278,22 @@ def _step_figures(report: Report, step: str, findings: list[Finding]) -> list[st
 
 
 def _overfit_plot(extras: dict[str, Any], findings: list[Finding]) -> str | None:
+    """The runs of extras["overfit"]; without them, the curves the OFB findings carry."""
     overfit = extras.get("overfit") if isinstance(extras.get("overfit"), dict) else {}
-    curves: dict[str, Any] = dict(overfit.get("curves") or {}) if isinstance(overfit.get("curves"), dict) else {}
-    for f in findings:
-        if f.code.startswith("OFB"):
-            curves.update(_evidence_curves(f))
+    curves = overfit.get("curves") if isinstance(overfit.get("curves"), dict) else {}
+    if not curves:
+        curves = {label: c for f in findings if f.code.startswith("OFB") for label, c in _evidence_curves(f).items()}
     return plots.curves_plot(curves, title="Overfitting a single batch",
                              ylabel=str(overfit.get("ylabel") or "loss")) if curves else None
 
 
 def _evidence_curves(f: Finding) -> dict[str, Any]:
-    """The curves a finding carries: "curve", "<label>_curve" and "curves": {label: curve}."""
-    out: dict[str, Any] = {}
-    for key, value in f.evidence.items():
-        if key == "curves" and isinstance(value, dict):
-            out.update({str(k): v for k, v in value.items()})
-        elif key == "curve":
-            out[f"{f.code} run"] = value
-        elif key.endswith("_curve"):
-            out[key[: -len("_curve")].replace("_", " ")] = value
+    """The curves a finding carries: "curves": {label: curve}, and "curve" (steps in "curve_steps")."""
+    out = {str(k): v for k, v in f.evidence.get("curves", {}).items()} if isinstance(f.evidence.get("curves"), dict) \
+        else {}
+    if "curve" in f.evidence:
+        values, steps = f.evidence["curve"], f.evidence.get("curve_steps")
+        out[f"{f.code} run"] = {"steps": steps, "loss": values} if steps is not None else values
     return out
 
 
@@ -340,7 +338,9 @@ def _compare_plot(extras: dict[str, Any]) -> str | None:
 def _safe_plot(make: Callable[[], str | None]) -> str | None:
     """A plot that cannot be drawn must not cost the reader the report: it is left out."""
     try:
-        return make()
+        with warnings.catch_warnings():  # matplotlib's complaints about odd data are not the reader's business
+            warnings.simplefilter("ignore")
+            return make()
     except Exception:  # malformed data from a check; the findings above still say everything
         return None
 

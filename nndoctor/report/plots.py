@@ -78,7 +78,9 @@ def curve(values: Any) -> tuple[list[float], list[float]] | None:
         if ys is None or (xs is not None and len(xs) != len(ys)):
             return None
         return (xs or [float(i) for i in range(len(ys))]), ys
-    if isinstance(values, (list, tuple)) and values and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in values):
+    pairs = isinstance(values, (list, tuple)) and values and all(isinstance(p, (list, tuple)) and len(p) == 2
+                                                                 for p in values)
+    if pairs:
         xs, ys = numbers([p[0] for p in values]), numbers([p[1] for p in values])
         return (xs, ys) if xs is not None and ys is not None else None
     ys = numbers(values)
@@ -144,8 +146,12 @@ def layer_bars_plot(layers: list[str], panels: list[dict[str, Any]], *, title: s
         for ax, panel in zip(axes, panels):
             values = [panel["values"][i] if _finite(panel["values"][i]) else math.nan for i in keep]
             colours = [FLAGGED if _flag(n, flagged) else MAIN for n in names]
-            if panel.get("log"):
+            if panel.get("log") and any(v > 0 for v in values):
                 ax.set_xscale("log")
+                for y, v in zip(ypos, values):
+                    if v == 0:  # no gradient at all: the most important bar cannot be drawn on a log axis
+                        ax.annotate("0", (0, y), xycoords=("axes fraction", "data"), xytext=(3, 0),
+                                    textcoords="offset points", va="center", fontsize=8, color=FLAGGED)
                 values = [v if v > 0 else math.nan for v in values]
             ax.barh(ypos, values, color=colours, height=0.65)
             if panel.get("band"):
