@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
+
+from helpers import run_checked
 
 from nndoctor.findings import CheckRecord, Finding, Report
 
@@ -79,3 +82,11 @@ def hostile_report() -> Report:
             "compare": {"metric": XSS, "split": XSS, "rows": [{"name": XSS, "kind": XSS, "value": 0.5}]},
             "loss_curve": {"steps": [0, 1, 2], "loss": [1.0, 0.5, 0.25]}}},
     )
+
+
+@lru_cache(maxsize=None)
+def demo_report() -> Report:
+    """The real report of the demo's buggy setup, computed once per test session (the JSON is validated)."""
+    from nndoctor.demo import buggy_setup
+
+    return run_checked(buggy_setup(), budget=30)

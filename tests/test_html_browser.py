@@ -10,8 +10,7 @@ import os
 import shutil
 
 import pytest
-from helpers import run_checked
-from report_samples import XSS, hostile_report, synthetic_report
+from report_samples import XSS, demo_report, hostile_report, synthetic_report
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -57,9 +56,7 @@ class Opened:
 
 
 def test_real_report_reads_at_a_glance(browser, tmp_path, artifacts_dir):
-    from nndoctor.demo import buggy_setup
-
-    report = run_checked(buggy_setup(), budget=30)
+    report = demo_report()
     opened = Opened(browser, report.to_html(), str(tmp_path / "demo.html"))
     opened.assert_clean_load()
     page = opened.page
