@@ -165,7 +165,7 @@ def main() -> None:
                 f"{100 * (row['estimate'] / row['measured'] - 1):+6.1f}%")
         if device.type == "cpu":
             rss = rss_in_subprocess(name)
-            line += (f"  {rss / MiB:8.1f}Mi {100 * (row['estimate'] / rss - 1):+6.1f}%" if rss else "  (rss unavailable)")
+            line += f"  {rss / MiB:8.1f}Mi {100 * (row['estimate'] / rss - 1):+6.1f}%" if rss else "  (rss unavailable)"
         print(line)
 
 

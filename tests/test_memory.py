@@ -103,8 +103,8 @@ def test_saved_activations_match_a_walk_of_the_autograd_graph(build):
 
 def test_probe_leaves_no_hook_behind():
     model = CNN()
-    measure_step(model, torch.optim.SGD(model.parameters(), lr=0.1), (torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))),
-                 cross_entropy_step, batch_size=4, device=CPU)
+    batch = (torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,)))
+    measure_step(model, torch.optim.SGD(model.parameters(), lr=0.1), batch, cross_entropy_step, batch_size=4, device=CPU)
     for module in model.modules():
         assert not module._forward_hooks and not module._forward_pre_hooks
     packed = []

@@ -218,15 +218,16 @@ def _report(ctx: Context, sampler: _Sampler, model: PeakModel, budget: int, budg
     if not crashed:
         opening += f"needs {_mib(peak)} at its peak ({how}), more than {budget_source}."
     elif peak > budget:
-        opening += f"ran out of memory{f' (at {source})' if source else ''}: it needs about {_mib(peak)} ({how}), more than {budget_source}."
+        opening += (f"ran out of memory{f' (at {source})' if source else ''}: it needs about {_mib(peak)} ({how}), "
+                    f"more than {budget_source}.")
     else:
         opening += (f"ran out of memory{f' (at {source})' if source else ''}, although the growth measured on smaller "
                     f"batches predicts {_mib(peak)}, within {budget_source}: other tensors, other processes or "
                     "fragmentation hold the rest.")
     breakdown = (f"Breakdown: activations saved for backward {_mib(parts['activations'])}"
                  + (f" (largest: {consumers})" if consumers else "")
-                 + f", parameters {_mib(parts['parameters'] + parts['buffers'])}, gradients {_mib(parts['gradients'])}, "
-                 f"optimizer state ({optimizer}) {_mib(parts['optimizer_state'])}, the batch {_mib(parts['inputs'])}, "
+                 + f", parameters {_mib(parts['parameters'] + parts['buffers'])}, "
+                 f"gradients {_mib(parts['gradients'])}, optimizer state ({optimizer}) {_mib(parts['optimizer_state'])}, the batch {_mib(parts['inputs'])}, "
                  f"temporaries {_mib(max(parts['transient'], parts['step_transient']))}.")
     per_sample = model.bytes_per_sample
     if largest == 0:
@@ -303,8 +304,8 @@ def _remedies(sampler: _Sampler, model: PeakModel, budget: float, largest: int, 
         saving = peak - new_peak
         if saving > 0.01 * peak:
             fits = new_peak <= budget
-            found.append(Remedy(key, saving, new_peak, fits, f"{text} Saves about {_mib(saving)} (peak {_mib(new_peak)}, "
-                                                             f"{'fits' if fits else 'still over'} the budget)."))
+            outcome = f"peak {_mib(new_peak)}, {'fits' if fits else 'still over'} the budget"
+            found.append(Remedy(key, saving, new_peak, fits, f"{text} Saves about {_mib(saving)} ({outcome})."))
 
     if largest >= 1:
         micro, steps = _micro_batch(full, largest)
@@ -375,13 +376,13 @@ def _freezing_remedy(sampler: _Sampler, model: PeakModel, parts: dict[str, float
     prefix, container = _descend(sampler.model, lambda m: sum(p.numel() for p in m.parameters() if p.requires_grad))
     order = model.large.order
     named = [(f"{prefix}.{n}", child) for n, child in container.named_children()]
-    named = [(path, child) for path, child in named if path in order and any(p.requires_grad for p in child.parameters())]
+    named = [(path, child) for path, child in named if path in order and _trainable(child)]
     named.sort(key=lambda pc: order.index(pc[0]))
     if len(named) < 2:
         return
     param_names = {id(p): n for n, p in sampler.model.named_parameters()}
     trainable_calls = [order.index(f"model.{q}".rstrip(".")) for q, m in sampler.model.named_modules()
-                       if f"model.{q}".rstrip(".") in order and any(p.requires_grad for p in m.parameters(recurse=False))]
+                       if f"model.{q}".rstrip(".") in order and _trainable(m, recurse=False)]
     state, grads = model.large.state_by_parameter, model.large.grad_by_parameter
     acts = model.activations(sampler.full)
     best = None
@@ -399,6 +400,10 @@ def _freezing_remedy(sampler: _Sampler, model: PeakModel, parts: dict[str, float
     add("freeze-parts", new,
         f"Freeze {path} ({count:,} parameters) if it is pretrained: `requires_grad_(False)` removes its "
         "gradients and optimizer state" + (" and, as it runs first, its saved activations." if first else "."))
+
+
+def _trainable(module: nn.Module, recurse: bool = True) -> bool:
+    return any(p.requires_grad for p in module.parameters(recurse=recurse))
 
 
 def _descend(module: nn.Module, weight: Any, prefix: str = "model") -> tuple[str, nn.Module]:
@@ -456,7 +461,8 @@ def _checkpoint_plan(net: nn.Module, model: PeakModel, full: int) -> tuple[float
         how = (f"`torch.utils.checkpoint.checkpoint_sequential({prefix}, segments={n_segments}, input=x, "
                f"use_reentrant=False)` (heaviest layers: {heaviest})")
     else:
-        how = f"checkpoint {n_segments - 1} groups of {best_length} consecutive blocks of {prefix} (heaviest: {heaviest})"
+        how = (f"checkpoint {n_segments - 1} groups of {best_length} consecutive blocks of {prefix} "
+               f"(heaviest: {heaviest})")
     if hasattr(net, "gradient_checkpointing_enable"):  # Hugging Face models checkpoint their own layers
         how = f"`model.gradient_checkpointing_enable()`, or {how}"
     return best_peak, (f"Activation checkpointing keeps only block inputs and recomputes the rest in the backward "

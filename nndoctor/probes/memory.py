@@ -73,7 +73,7 @@ class SavedActivations:
     def __enter__(self) -> "SavedActivations":
         for path, module in self.model.named_modules():
             name = f"{self.root}.{path}" if path else self.root
-            self._handles.append(module.register_forward_pre_hook(self._push(name)))
+            self._handles.append(module.register_forward_pre_hook(self._push(name), with_kwargs=True))
             self._handles.append(module.register_forward_hook(self._pop(name), always_call=True))
         self._saved_hooks.__enter__()
         return self
@@ -90,10 +90,11 @@ class SavedActivations:
         return sum(self.by_module.values())
 
     def _push(self, name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, args: tuple) -> None:
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
             if name not in self.module_inputs:
                 self.order.append(name)
-            fresh = [t for t in tensors_in(args) if (_storage_key(t) or (None, None))[:2] not in self._excluded]
+            fresh = [t for t in tensors_in((args, kwargs))
+                     if (key := _storage_key(t)) is None or key[:2] not in self._excluded]
             self.module_inputs[name] = self.module_inputs.get(name, 0) + storage_bytes(fresh)
             self._stack.append(name)
 
@@ -320,15 +321,14 @@ class PeakModel:
             return b * batch_size / n2
         return b + (b - a) / (n2 - n1) * (batch_size - n2)
 
+    def _per_module(self, small: dict[str, int], large: dict[str, int], batch_size: float) -> dict[str, float]:
+        return {p: max(0.0, self._at(small.get(p, 0), large.get(p, 0), batch_size)) for p in set(small) | set(large)}
+
     def activations(self, batch_size: float) -> dict[str, float]:
-        paths = set(self.small.activations) | set(self.large.activations)
-        return {p: max(0.0, self._at(self.small.activations.get(p, 0), self.large.activations.get(p, 0), batch_size))
-                for p in paths}
+        return self._per_module(self.small.activations, self.large.activations, batch_size)
 
     def module_inputs(self, batch_size: float) -> dict[str, float]:
-        paths = set(self.small.module_inputs) | set(self.large.module_inputs)
-        return {p: max(0.0, self._at(self.small.module_inputs.get(p, 0), self.large.module_inputs.get(p, 0), batch_size))
-                for p in paths}
+        return self._per_module(self.small.module_inputs, self.large.module_inputs, batch_size)
 
     def parts(self, batch_size: float) -> dict[str, float]:
         """The breakdown at ``batch_size``: fixed parts as measured, batch parts extrapolated."""
