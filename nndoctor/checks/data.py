@@ -75,8 +75,9 @@ def input_scale(ctx: Context) -> None:
     if not leaves:
         raise SkipCheck("no floating-point inputs (token ids and other integers are not features)")
     calls = _first_layers(ctx, pair[0])
+    only_input = len(D.tensors_in(pair[0])) == 1  # then whatever reaches the first layer comes from it
     for name, leaf in leaves:
-        seen = _what_the_model_sees(leaf, calls, single=len(leaves) == 1)
+        seen = _what_the_model_sees(leaf, calls, only_input)
         if seen is None:
             continue
         tensor, consumer = seen
@@ -100,16 +101,16 @@ def _first_layers(ctx: Context, inputs: Any) -> list[LayerCall] | None:
 
 
 def _what_the_model_sees(leaf: torch.Tensor, calls: list[LayerCall] | None,
-                         single: bool) -> tuple[torch.Tensor, LayerCall | None] | None:
+                         only_input: bool) -> tuple[torch.Tensor, LayerCall | None] | None:
     """(tensor, layer call) for the first layer with weights that receives ``leaf`` (or a view of it);
-    for a model with one feature input that transforms it first, the first such layer's input."""
+    when ``leaf`` is the model's only input and it transforms it first, the first such layer's input."""
     if calls is None:
         return leaf, None  # the model does not run: judge the data as it is
     for call in calls:
         for t in call.inputs:
             if t.is_floating_point() and shares_storage(t, leaf):
                 return t, call
-    if single:
+    if only_input:
         for call in calls:
             for t in call.inputs:
                 if t.is_floating_point() and t.ndim >= 1 and len(t) == len(leaf):
@@ -138,11 +139,12 @@ def _report_scale(ctx: Context, name: str, leaves: int, stats: FeatureStats, con
                   severity: str, problem: str) -> None:
     pixels = stats.integer_valued and stats.low >= 0 and 1.5 < stats.high <= 255
     layer = f"model.{consumer.path}".rstrip(".") if consumer is not None else None
-    where = "The inputs" if name == "inputs" else f"The input {name}"
+    plural = name == "inputs"
+    where = "The inputs" if plural else f"Input {name}"
     if layer:
-        where += (f" that reach {layer} ({type(consumer.module).__name__})"
+        where += (f" that {'reach' if plural else 'reaches'} {layer} ({type(consumer.module).__name__})"
                   + (" after the model's own transforms" if transformed else ""))
-    message = (f"{where} are {problem}; values span [{stats.low:.4g}, {stats.high:.4g}] in {stats.samples} samples. "
+    message = (f"{where} {'are' if plural else 'is'} {problem}; values span [{stats.low:.4g}, {stats.high:.4g}] in {stats.samples} samples. "
                "Layers are initialised for inputs of roughly unit scale: far larger values saturate activations and "
                "blow up the first layer's gradients, far smaller ones barely move it.")
     if stats.tabular and stats.rms.numel() > 1:
