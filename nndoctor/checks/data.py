@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from nndoctor import data as D
@@ -370,8 +371,9 @@ def label_signal(ctx: Context) -> None:
     if n < 100 or (kind != "regression" and len(np.unique(labels)) < 2):
         raise SkipCheck("too few samples or a single class")
     order = np.random.default_rng(ctx.seed).permutation(len(labels))[:n]
-    features = tuple(t for _, t in leaves if is_feature_tensor(t))
+    features, projected = _probe_features([t for _, t in leaves if is_feature_tensor(t)], ctx.seed)
     predicted, description = _cross_fitted(kind, features, labels, order, ctx.seed)
+    description += projected
     truth = labels[order]
     results = sorted((_edge(kind, pred, truth) + (name,) for name, pred in predicted.items()), key=lambda r: -r[1])
     if not results:
@@ -396,15 +398,31 @@ def label_signal(ctx: Context) -> None:
                           "(phase-shifted signals, parity-like rules), ignore this with `--ignore DAT004`."])
 
 
-def _cross_fitted(kind: str, features: tuple, labels: np.ndarray, order: np.ndarray,
+PROBE_WIDTH = 256  # wider inputs are randomly projected to this many features: distances and linear
+                  # separability survive (Johnson-Lindenstrauss), the probes' cost does not grow with images
+
+
+def _probe_features(leaves: list[torch.Tensor], seed: int) -> tuple[torch.Tensor, str]:
+    """The feature inputs flattened side by side (N, D), randomly projected when D > PROBE_WIDTH."""
+    x = torch.cat([t.reshape(len(t), -1).float() for t in leaves], dim=1)  # (N, D)
+    x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)  # non-finite values are DAT002's
+    if x.shape[1] <= PROBE_WIDTH:
+        return x, ""
+    generator = torch.Generator().manual_seed(seed)
+    projection = torch.randn(x.shape[1], PROBE_WIDTH, generator=generator) / PROBE_WIDTH ** 0.5  # (D, W)
+    return x @ projection, f", randomly projected from {x.shape[1]} to {PROBE_WIDTH}"
+
+
+def _cross_fitted(kind: str, features: torch.Tensor, labels: np.ndarray, order: np.ndarray,
                   seed: int) -> tuple[dict[str, np.ndarray], str]:
     """Each probe's predictions for the samples ``order``, every half predicted by a fit on the other half."""
     halves = (order[: len(order) // 2], order[len(order) // 2:])
     predicted: dict[str, np.ndarray] = {}
     description = ""
     for (fit, held), offset in (((halves[0], halves[1]), len(halves[0])), ((halves[1], halves[0]), 0)):
-        baselines, description = fit_baselines(kind, D.index(features, torch.from_numpy(fit)), labels[fit],
-                                               D.index(features, torch.from_numpy(held)), seed=seed)
+        with threadpool_limits(1):  # fits this small only lose time to BLAS threads (tenfold on a busy CPU)
+            baselines, description = fit_baselines(kind, D.index(features, torch.from_numpy(fit)), labels[fit],
+                                                   D.index(features, torch.from_numpy(held)), seed=seed)
         for b in baselines:
             if b.predictions is None or b.kind == "majority":
                 continue

@@ -99,8 +99,11 @@ class NonFinite:
         self.samples += len(flat)
         if not (flat.is_floating_point() or flat.is_complex()):
             return
-        nan, inf = torch.isnan(flat), torch.isinf(flat)
-        bad = nan | inf
+        finite = torch.isfinite(flat)
+        if bool(finite.all()):  # the common case, one pass
+            return
+        nan, bad = torch.isnan(flat), ~finite
+        inf = bad & ~nan
         self.nan += int(nan.sum())
         self.inf += int(inf.sum())
         self.rows += int(bad.any(1).sum())
