@@ -12,11 +12,12 @@ from nndoctor import data as D
 from nndoctor.checks import SkipCheck, check
 from nndoctor.context import Context
 from nndoctor.probes.broadcast import BROADCASTING_LOSSES, Broadcast, BroadcastTracer
-from nndoctor.probes.sample_rows import Event, SampleRows, moves_of_others
+from nndoctor.probes.sample_rows import Event, Rows, SampleRows, moves_of_others
 
 # ----- SHP001 ----------------------------------------------------------------------------------
 
 _LOSS_OPS = {f.__name__ for f in BROADCASTING_LOSSES}
+_LOSS_CLASS = {"mse_loss": "MSELoss", "l1_loss": "L1Loss", "smooth_l1_loss": "SmoothL1Loss", "huber_loss": "HuberLoss"}
 
 
 @check("silent-broadcast", step="bugs", codes=("SHP001",), needs_run=False)
@@ -81,7 +82,7 @@ def _report_broadcast(ctx: Context, e: Broadcast) -> None:
         where = f"model.{e.module}".rstrip(".")
     location = f"{where} ({e.source})" if e.source else where
     is_loss = e.op in _LOSS_OPS
-    op = f"`F.{e.op}` (e.g. nn.{_LOSS_CLASS.get(e.op, 'MSELoss')})" if is_loss else f"`{e.op}`"
+    op = f"`F.{e.op}` (`nn.{_LOSS_CLASS[e.op]}`)" if is_loss else f"`{e.op}`"
     matched, pairs = math.prod(_squeezed(a)), math.prod(e.result)
     message = (f"{op} in {where} broadcast shapes {a} and {b} into {e.result}: {pairs} pairs instead of "
                f"{matched} matched elements, every element of one paired with every element of the other.")
@@ -100,9 +101,6 @@ def _report_broadcast(ctx: Context, e: Broadcast) -> None:
              evidence={"op": e.op, "shapes": [list(a), list(b)], "result": list(e.result),
                        "module": where, "source": e.source, "source_line": e.source_line},
              suggestions=suggestions)
-
-
-_LOSS_CLASS = {"mse_loss": "MSELoss", "l1_loss": "L1Loss", "smooth_l1_loss": "SmoothL1Loss", "huber_loss": "HuberLoss"}
 
 
 def _reshape_fix(wide: tuple[int, ...], narrow: tuple[int, ...]) -> str:
@@ -208,7 +206,7 @@ def _mixing(before: Event, after: Event, k: int) -> tuple[int, float] | None:
     return worst
 
 
-def _tolerance(rows: Any) -> float:
+def _tolerance(rows: Rows) -> float:
     return _TOLERANCE.get(rows.dtype, _DEFAULT_TOLERANCE)
 
 
