@@ -107,7 +107,7 @@ def optimizer_for(
         mapping = _param_map(user_model, clone)
         groups = []
         for group in spec.param_groups:
-            params = [mapping.get(id(p)) or _private_copy(p) for p in group["params"]]
+            params = [mapping[id(p)] if id(p) in mapping else _private_copy(p) for p in group["params"]]
             groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": params})
         opt = type(spec)(groups, **spec.defaults)
     else:

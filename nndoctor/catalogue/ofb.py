@@ -1,0 +1,130 @@
+"""OFB: overfitting a single batch (step 3 of the playbook)."""
+from nndoctor.catalogue import Code, Severity
+
+E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO
+
+CODES = [
+    Code(
+        code="OFB000",
+        name="overfit-ok",
+        severity=I,
+        summary="The model overfits a single batch (info, with steps taken).",
+        what="""
+nndoctor trained a copy of the model with your optimizer on one fixed batch (the first batch, at most
+64 samples) and the task's error on that batch reached (near) zero: at most 2% of labels wrong for
+classification, an MSE of at most 5% of the targets' variance for regression, or the loss at 5% of its
+start when you give a custom `step`. The finding gives the steps it took, the loss and error curves,
+and a learning-rate range test: short runs at your learning rate times powers of ten on the same
+batch, the range that makes fast stable progress, a suggested value at a distance from where training
+becomes unstable, and whether the suggested value reaches the goal when trained to the end.
+""",
+        why="""
+A model that can fit one batch can represent the task and its gradients flow; bugs in the loss, the
+optimizer or the architecture usually show here first. The range test's suggestion is deterministic
+for a seed and is checked by training with it, unlike finders that read the slope of one noisy run.
+""",
+        example="""
+model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+nndoctor.check(Setup(model=model, train_data=loader, loss_fn=nn.CrossEntropyLoss()))
+# OFB000: overfits one batch of 64 samples in 55 steps; range test: 1e-3 to 1e-2, suggested 1e-2
+""",
+        fix="Nothing to fix. The learning-rate range is measured on one batch: for full training, stay at or below it.",
+        ignore="It is information only.",
+    ),
+    Code(
+        code="OFB001",
+        name="error-goes-up",
+        severity=E,
+        summary="Error rises while overfitting one batch: a flipped sign in loss or gradient.",
+        what="""
+Training on one fixed batch made the task's error worse (nndoctor measures the error itself, with
+cross-entropy, binary cross-entropy or MSE on your outputs and targets, so a loss that falls while the
+error rises shows). Confirmed from the start weights: one step of your optimizer climbs the task loss
+(its update has a positive inner product with the task loss's gradient, and the loss measured after
+the step is higher), while a step of the same length down the task loss's gradient lowers it. The
+message says which sign is flipped: the loss (its gradient points against the task's: `-criterion`)
+or the optimizer (its update climbs its own loss: `maximize=True`, a negative learning rate, or a
+hand-written update that adds the gradient).
+""",
+        why="Training optimises the opposite of what you want: the longer it runs, the worse the model gets.",
+        example="""
+loss_fn = lambda out, y: -nn.functional.cross_entropy(out, y)      # negated loss
+optimizer = lambda p: torch.optim.Adam(p, lr=1e-3, maximize=True)  # or: ascent
+""",
+        fix="""
+Minimise the loss itself: remove the minus sign; remove `maximize=True`; a hand-written update must
+subtract the gradient (`p -= lr * p.grad`). nndoctor reruns the batch with the sign flipped to show
+the fix works.
+""",
+        ignore="Never, unless you really mean to maximise (then your loss should not be the task's loss).",
+    ),
+    Code(
+        code="OFB002",
+        name="error-explodes",
+        severity=E,
+        summary="Error explodes: a numerical issue or a learning rate far too high.",
+        what="""
+While training on one batch the loss became NaN/Inf or climbed to ten times its start. nndoctor then
+runs the learning-rate range test (your rate times 1/10, 1/100, ... on copies): if a lower rate
+converges, it is the learning rate and the message shows both curves; if even a rate 1000x lower
+explodes, it is a numerical problem and the message points to the NUM findings.
+""",
+        why="An exploding run destroys the weights (dead ReLUs, NaN parameters); nothing after it learns.",
+        example="""
+optimizer = lambda p: torch.optim.SGD(p, lr=10)
+""",
+        fix="""
+Lower the learning rate to the confirmed value (or add warm-up or gradient clipping); for a
+numerical cause, use stable formulations (`log_softmax`, `logsumexp`, `BCEWithLogitsLoss`) and
+normalise the inputs.
+""",
+        ignore="Never: the run is destroyed.",
+    ),
+    Code(
+        code="OFB003",
+        name="error-oscillates",
+        severity=W,
+        summary="Error oscillates: learning rate too high, or shuffled labels / bad augmentation.",
+        what="""
+On one fixed batch the loss fell and climbed back by at least 30% of its start (or crept up although
+each step points downhill) instead of converging. nndoctor confirms with the learning-rate range test
+that a lower rate converges, and reads the same samples of your dataset twice: different targets mean
+labels drawn anew on every read; different inputs mean random augmentation, so a real single-batch
+run would chase a moving target.
+""",
+        why="Steps overshoot the minimum; training is slow, noisy and may end far from where it could.",
+        example="""
+optimizer = lambda p: torch.optim.SGD(p, lr=1.0, momentum=0.99)
+""",
+        fix="""
+Lower the learning rate (or the momentum) to the value the message confirms; make labels a fixed
+property of each sample; turn augmentation off to overfit a batch.
+""",
+        ignore="When you deliberately train with a cyclical or very large learning rate schedule.",
+    ),
+    Code(
+        code="OFB004",
+        name="error-plateaus",
+        severity=W,
+        summary="Error plateaus: learning rate too low, too much regularisation, or a broken loss/data pipeline.",
+        what="""
+On one fixed batch the error did not reach the goal and its second half brought less than 2% of
+its start. nndoctor then changes one thing at a time on copies and says which unblocks it: a higher
+learning rate (from the range test), no weight decay, no dropout, the optimizer rebuilt over the
+model's own parameters (when no parameter moved), and the mechanical fixes of earlier findings (a
+final softmax removed, inputs standardised...). If none does, look at the loss, the data and the
+gradient flow. A run that is still falling slowly when time runs out is reported as info.
+""",
+        why="""
+If a model cannot memorise 64 samples, it will not learn the whole data set: something stops the
+weights from moving (a tiny learning rate, weight decay pulling them to zero) or the loss does not
+measure what you think.
+""",
+        example="""
+optimizer = lambda p: torch.optim.Adam(p, lr=1e-7)
+optimizer = lambda p: torch.optim.Adam(p, lr=1e-3, weight_decay=10)
+""",
+        fix="Apply the change the message confirms (e.g. raise the learning rate to the suggested value).",
+        ignore="When heavy regularisation is intended and you do not need the model to fit its training data.",
+    ),
+]
