@@ -1,0 +1,71 @@
+"""MOD: train/eval mode misuse (dropout and batch-norm behave differently in each mode)."""
+from nndoctor.catalogue import Code, Severity
+
+CODES = [
+    Code(
+        code="MOD001",
+        name="training-in-eval-mode",
+        severity=Severity.ERROR,
+        summary="Training steps run with dropout/batch-norm in eval mode.",
+        what="""
+Optimizer steps happen while modules whose behaviour depends on the mode (dropout, batch-norm) are
+in eval mode: the model, or some of its submodules, was left in eval mode. The finding names them.
+""",
+        why="""
+In eval mode dropout is off (no regularisation) and batch-norm normalises with running statistics
+that are never updated, so training silently differs from what you designed and often diverges
+or overfits.
+""",
+        example="""
+for epoch in range(10):
+    train_one_epoch(model)
+    model.eval(); validate(model)    # ...and model.train() is never called again
+""",
+        fix="Call `model.train()` at the start of every training epoch (and `model.eval()` before evaluating).",
+        ignore="When a submodule is frozen in eval mode on purpose (e.g. a frozen batch-norm backbone).",
+    ),
+    Code(
+        code="MOD002",
+        name="evaluating-in-train-mode",
+        severity=Severity.WARNING,
+        summary="Evaluation runs with dropout/batch-norm in train mode.",
+        what="""
+Forward passes without gradients (under `torch.no_grad()` or `inference_mode`, as in a validation
+loop) run while dropout or batch-norm modules are in train mode.
+""",
+        why="""
+Dropout makes the validation metric noisy and pessimistic; batch-norm uses the statistics of the
+evaluation batch and even updates its running statistics with validation data.
+""",
+        example="""
+with torch.no_grad():
+    for x, y in val_loader:
+        acc += (model(x).argmax(1) == y).float().mean()   # model still in train mode
+""",
+        fix="Call `model.eval()` before evaluating and `model.train()` after.",
+        ignore="For deliberate Monte-Carlo dropout at inference time.",
+    ),
+    Code(
+        code="MOD003",
+        name="batchnorm-tiny-batch",
+        severity=Severity.WARNING,
+        summary="Batch-norm in train mode sees batches of size 1 (or tiny).",
+        what="""
+A batch-norm layer in train mode receives batches of one (or very few) samples, typically the last
+batch of a loader whose dataset size is not a multiple of the batch size.
+""",
+        why="""
+With one sample, BatchNorm1d crashes ("Expected more than 1 value per channel") and BatchNorm2d
+normalises each image by itself; with a few samples the statistics are noisy and the running
+averages are corrupted.
+""",
+        example="""
+loader = DataLoader(dataset_of_1025, batch_size=64)   # the last batch has 1 sample
+""",
+        fix="""
+DataLoader(..., drop_last=True), a larger batch, or GroupNorm/LayerNorm, which do not depend on
+the batch.
+""",
+        ignore="When the tiny batches are rare and the layer uses GroupNorm-like statistics elsewhere.",
+    ),
+]

@@ -1,0 +1,101 @@
+"""NUM: numerical instability (non-finite values, unstable formulations, dead or saturated units)."""
+from nndoctor.catalogue import Code, Severity
+
+CODES = [
+    Code(
+        code="NUM001",
+        name="non-finite-forward",
+        severity=Severity.ERROR,
+        summary="NaN/Inf first produced in the forward pass, at this module and op.",
+        what="""
+The first NaN or Inf of the step appeared in the forward pass. nndoctor replays the step with
+op-level instrumentation and names the module, the op and the range of its inputs.
+""",
+        why="""
+One NaN spreads to every parameter in one optimizer step and the model is lost; the loss that
+finally shows `nan` says nothing about where it began.
+""",
+        example="""
+h = torch.log(x)          # x contains zeros or negatives
+""",
+        fix="""
+Guard the op: `torch.log(x.clamp_min(1e-8))`, `torch.log1p`, `torch.sqrt(x + eps)`, use stable
+library functions (`log_softmax`, `logsumexp`), and check the inputs for NaN (DAT002).
+""",
+        ignore="Never: training cannot recover from NaN parameters.",
+    ),
+    Code(
+        code="NUM002",
+        name="non-finite-backward",
+        severity=Severity.ERROR,
+        summary="NaN/Inf first produced in the backward pass, at this module.",
+        what="""
+The forward pass is finite, but a gradient becomes NaN or Inf in the backward pass, at the named
+module (for example the derivative of `sqrt` at 0 is infinite).
+""",
+        why="The first optimizer step writes NaN into the parameters.",
+        example="""
+norm = torch.sqrt((x ** 2).sum(1))    # gradient of sqrt at 0 is inf
+""",
+        fix="Add an epsilon inside the op (`torch.sqrt(s + 1e-12)`), or use `torch.linalg.vector_norm`.",
+        ignore="Never: one non-finite gradient corrupts every parameter it reaches.",
+    ),
+    Code(
+        code="NUM003",
+        name="unstable-formulation",
+        severity=Severity.WARNING,
+        summary="A formulation that overflows or underflows (log of softmax/sigmoid, exp of large values, division by ~0).",
+        what="""
+An op sequence that is mathematically fine but numerically fragile: the log of a softmax or sigmoid
+output, the exp of large values, a division by values near zero. It may be finite today and
+overflow after a few updates.
+""",
+        why="""
+`log(softmax(x))` underflows to `-inf` as soon as one probability rounds to zero; `exp(x)` overflows
+for x > 88 in float32. The fused forms are exact and stable.
+""",
+        example="""
+loss = -(y_onehot * torch.log(torch.softmax(logits, 1))).sum(1).mean()
+""",
+        fix="""
+`torch.log_softmax` instead of `log(softmax)`, `F.logsigmoid` instead of `log(sigmoid)`,
+`BCEWithLogitsLoss` instead of `BCELoss(sigmoid(x))`, `logsumexp`, and an epsilon in divisions.
+""",
+        ignore="When the inputs are known to be bounded (e.g. a temperature-scaled softmax over few classes).",
+    ),
+    Code(
+        code="NUM004",
+        name="dead-units",
+        severity=Severity.WARNING,
+        summary="ReLU-like units that never activate.",
+        what="""
+A large fraction of the units of a ReLU layer output zero for every sample: they are dead, and a
+dead ReLU gets no gradient, so it never recovers.
+""",
+        why="The layer's capacity is wasted; with many dead units the model cannot learn.",
+        example="""
+fc = nn.Linear(64, 128); nn.init.constant_(fc.bias, -10.0)   # every pre-activation negative
+""",
+        fix="""
+Use a standard initialisation (`nn.init.kaiming_normal_`), a lower learning rate, LeakyReLU/GELU,
+or normalise the inputs.
+""",
+        ignore="When sparsity is intended.",
+    ),
+    Code(
+        code="NUM005",
+        name="saturated-activations",
+        severity=Severity.WARNING,
+        summary="Sigmoid/tanh units stuck at their extremes.",
+        what="""
+Most outputs of a sigmoid or tanh layer are at the flat ends of the curve (|tanh| > 0.99, sigmoid
+below 0.01 or above 0.99), where the gradient is nearly zero.
+""",
+        why="Saturated units pass almost no gradient: the layers below stop learning (vanishing gradients).",
+        example="""
+fc = nn.Linear(64, 64); nn.init.normal_(fc.weight, std=5.0)   # huge pre-activations into tanh
+""",
+        fix="Use Xavier/Glorot initialisation, normalise inputs, add LayerNorm before the activation, or use ReLU/GELU.",
+        ignore="For output layers whose targets really are at 0 or 1.",
+    ),
+]
