@@ -25,8 +25,9 @@ Finding evidence:
   - OFB findings, when ``extras["overfit"]`` has no curves: ``"curves": {label: curve}`` and ``"curve"``
     (its steps in ``"curve_steps"``). Labels say what a run is: one containing "fix" is drawn as a
     verified fix, one naming a learning rate ("lr", "rate") or "confirm" as a confirmation.
-  - GRD findings: ``"layers"`` as in ``extras["gradients"]``.
-  - NUM004/NUM005 findings: ``"layers"`` as in ``extras["activations"]``.
+  - GRD findings, when ``extras["gradients"]`` is absent: ``"layers"`` as there.
+  - NUM004/NUM005 findings, when ``extras["activations"]`` is absent: ``"layers"`` as there (rows of
+    both codes are merged by name).
   - any finding of a ``run``: an integer ``"step"`` marks the loss curve where it was raised.
 """
 from __future__ import annotations
@@ -298,10 +299,10 @@ def _evidence_curves(f: Finding) -> dict[str, Any]:
 
 
 def _layer_rows(extras: dict[str, Any], key: str, findings: list[Finding], prefixes: tuple[str, ...]) -> list[dict]:
-    """Per-layer rows from extras[key]["layers"], merged with the "layers" of matching findings."""
+    """Per-layer rows from extras[key]["layers"]; without them, the "layers" of matching findings, merged."""
     rows: dict[str, dict] = {}
-    sources = [extras.get(key, {}).get("layers") if isinstance(extras.get(key), dict) else None]
-    sources += [f.evidence.get("layers") for f in findings if f.code.startswith(prefixes)]
+    table = extras.get(key, {}).get("layers") if isinstance(extras.get(key), dict) else None
+    sources = [table] if table else [f.evidence.get("layers") for f in findings if f.code.startswith(prefixes)]
     for layers in sources:
         for row in layers if isinstance(layers, list) else []:
             if isinstance(row, dict) and isinstance(row.get("name"), str):

@@ -140,7 +140,7 @@ def layer_bars_plot(layers: list[str], panels: list[dict[str, Any]], *, title: s
     names = [layers[i] for i in keep]
     flagged = set(flagged)
     with matplotlib.rc_context(_RC):
-        fig = Figure(figsize=(7.2, 1.1 + 0.22 * len(names)))
+        fig = Figure(figsize=(7.2, max(2.0, 1.2 + 0.22 * len(names))), layout="constrained")
         axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
         ypos = list(range(len(names)))
         for ax, panel in zip(axes, panels):
@@ -155,14 +155,16 @@ def layer_bars_plot(layers: list[str], panels: list[dict[str, Any]], *, title: s
                 values = [v if v > 0 else math.nan for v in values]
             ax.barh(ypos, values, color=colours, height=0.65)
             if panel.get("band"):
-                ax.axvspan(*panel["band"], color=FIX, alpha=0.12, linewidth=0, label="healthy range")
-                ax.legend(loc="lower right", fontsize=7)
+                lo, hi = panel["band"]
+                ax.axvspan(lo, hi, color=FIX, alpha=0.12, linewidth=0)
+                ax.annotate("healthy", (math.sqrt(lo * hi) if panel.get("log") else (lo + hi) / 2, 1.0),
+                            xycoords=("data", "axes fraction"), va="bottom", ha="center", fontsize=7, color=FIX)
             if panel.get("limit"):
                 ax.set_xlim(*panel["limit"])
             ax.set_xlabel(panel["xlabel"])
             ax.grid(axis="y", visible=False)
         axes[0].set_yticks(ypos, [_short(n, 38) for n in names])
-        axes[0].invert_yaxis()  # first layer on top, as in the model
+        axes[0].set_ylim(len(names) - 0.5, -0.5)  # every row, even one with no bar; first layer on top
         fig.suptitle(_literal(title) + ("" if len(keep) == len(layers) else f" ({len(keep)} of {len(layers)} layers)"),
                      x=0.01, ha="left", fontsize=10, fontweight="bold")
         return to_svg(fig, title)
