@@ -7,9 +7,7 @@ running, the user's line). Which of these broadcasts are bugs is for the checks 
 """
 from __future__ import annotations
 
-import linecache
 import math
-import os
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +18,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from nndoctor.probes.data_stats import shares_storage
-from nndoctor.probes.errors import is_library_file, short_path
+from nndoctor.probes.errors import user_call_site
 from nndoctor.probes.trace import ModuleTrace
 
 # Pointwise losses that broadcast input against target (torch only warns); they return a scalar, so
@@ -133,20 +131,9 @@ class BroadcastTracer(TorchFunctionMode):
             self.events.append(event)
 
 
-_NNDOCTOR_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 def _user_frame() -> tuple[str, str]:
-    """The innermost frame of the user's code in the traced call: ("file.py:12", "text"), or "" when the
-    op ran in library code called straight from nndoctor (an ``nn.MSELoss`` used as ``loss_fn``)."""
+    """The innermost frame of the user's code in the traced call (see ``user_call_site``)."""
     frame = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename == __file__:  # the tracer's own frames
         frame = frame.f_back
-    while frame is not None:
-        filename = frame.f_code.co_filename
-        if os.path.abspath(filename).startswith(_NNDOCTOR_DIR):
-            return "", ""
-        if not is_library_file(filename):
-            return f"{short_path(filename)}:{frame.f_lineno}", linecache.getline(filename, frame.f_lineno).strip()
-        frame = frame.f_back
-    return "", ""
+    return user_call_site(frame)

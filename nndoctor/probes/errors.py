@@ -4,6 +4,7 @@ Only measures: which kind of error (shape, dtype, device, memory, other), the ph
 """
 from __future__ import annotations
 
+import linecache
 import os
 import re
 
@@ -94,6 +95,19 @@ def user_frame(exc: BaseException) -> tuple[str, str]:
         return "", ""
     f = frames[-1]
     return f"{short_path(f.filename)}:{f.lineno}", (f.line or "").strip()
+
+
+def user_call_site(frame) -> tuple[str, str]:
+    """Walking out from ``frame``: ("file.py:12", text) of the first frame in the user's code, or ("", "")
+    when library code was called straight from nndoctor (an ``nn.MSELoss`` used as ``loss_fn``)."""
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if os.path.abspath(filename).startswith(_NNDOCTOR_DIR):
+            return "", ""
+        if not is_library_file(filename):
+            return f"{short_path(filename)}:{frame.f_lineno}", linecache.getline(filename, frame.f_lineno).strip()
+        frame = frame.f_back
+    return "", ""
 
 
 def short_path(filename: str) -> str:
