@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import matplotlib
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 MAX_LAYERS = 40  # bars per layer chart; beyond that, the extremes are kept (see _keep_layers)
 LOG_SPAN = 100.0  # a positive curve spanning more than this ratio gets a log axis
@@ -131,7 +132,7 @@ def layer_bars_plot(layers: list[str], panels: list[dict[str, Any]], *, title: s
     """Horizontal bars per layer, one panel per measurement, layers top to bottom in model order.
 
     Each panel: ``{"values": [float|None per layer], "xlabel": str, "log": bool, "band": (lo, hi) | None,
-    "limit": (lo, hi) | None}``. A band shades the healthy range; layers in ``flagged`` are drawn red.
+    "limit": (lo, hi) | None}``. A band shades the typical range; layers in ``flagged`` are drawn red.
     """
     panels = [p for p in panels if any(_finite(v) for v in p["values"])]
     if not layers or not panels:
@@ -148,6 +149,8 @@ def layer_bars_plot(layers: list[str], panels: list[dict[str, Any]], *, title: s
             colours = [FLAGGED if _flag(n, flagged) else MAIN for n in names]
             if panel.get("log") and any(v > 0 for v in values):
                 ax.set_xscale("log")
+                ax.set_xlim(*_decades([v for v in values if v > 0] + list(panel.get("band") or ())))
+                ax.xaxis.set_minor_formatter(NullFormatter())
                 for y, v in zip(ypos, values):
                     if v == 0:  # no gradient at all: the most important bar cannot be drawn on a log axis
                         ax.annotate("0", (0, y), xycoords=("axes fraction", "data"), xytext=(3, 0),
@@ -157,7 +160,7 @@ def layer_bars_plot(layers: list[str], panels: list[dict[str, Any]], *, title: s
             if panel.get("band"):
                 lo, hi = panel["band"]
                 ax.axvspan(lo, hi, color=FIX, alpha=0.12, linewidth=0)
-                ax.annotate("healthy", (math.sqrt(lo * hi) if panel.get("log") else (lo + hi) / 2, 1.0),
+                ax.annotate("typical", (math.sqrt(lo * hi) if panel.get("log") else (lo + hi) / 2, 1.0),
                             xycoords=("data", "axes fraction"), va="bottom", ha="center", fontsize=7, color=FIX)
             if panel.get("limit"):
                 ax.set_xlim(*panel["limit"])
@@ -224,6 +227,12 @@ def _line_colours(curves: dict[str, Any]) -> list[str]:
         else:
             out.append(EXTRA if i == 1 else NEUTRAL)
     return out
+
+
+def _decades(values: list[float]) -> tuple[float, float]:
+    """Whole decades around positive values, so that ticks are readable and the smallest bar (bars on a
+    log axis start at its left edge) is still at least half a decade long."""
+    return 10.0 ** math.floor(math.log10(min(values)) - 0.5), 10.0 ** math.ceil(math.log10(max(values)) + 1e-9)
 
 
 def _keep_layers(layers: list[str], panels: list[dict[str, Any]]) -> list[int]:
