@@ -132,7 +132,9 @@ def _standardise(t: torch.Tensor) -> torch.Tensor:
     if not t.is_floating_point() or t.ndim < 2 or len(t) < 2:
         return t
     dims = [0] + list(range(2, t.ndim))  # per feature (N, F), per channel (N, C, ...)
-    return (t - t.mean(dims, keepdim=True)) / t.std(dims, keepdim=True).clamp_min(1e-6)
+    spread = t.std(dims, keepdim=True)
+    # a feature nearly constant in this batch (a pixel that is almost always 0) must not be blown up
+    return (t - t.mean(dims, keepdim=True)) / spread.clamp_min(float(spread.median()) + 1e-12)
 
 
 @fix_for("GRD002")

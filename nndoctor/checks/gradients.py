@@ -248,7 +248,7 @@ def _vanishing(ctx: Context, exp: Experiment, flow: Flow) -> None:
         with np.errstate(divide="ignore", invalid="ignore"):
             relative = flow.grad[early, i] / flow.weight[early, i]
         relative = relative[np.isfinite(relative)]
-        if relative.size:
+        if relative.size and np.median(relative) > 0:  # no gradient at all is GRD001's
             candidates.append((flow.rank(i), i, float(np.median(relative))))
     candidates.sort()
     flagged = []

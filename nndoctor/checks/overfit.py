@@ -6,8 +6,9 @@ error reaches the goal, for at most MAX_STEPS steps and a share of the time budg
 (probes/curve.py) and the reading is confirmed by small experiments before anything is said:
   - OFB001 error goes up: one optimizer step from the start climbs the task loss, while a step along
     the task loss's negative gradient lowers it (a flipped sign in the loss or in the optimizer);
-  - OFB002 explodes / OFB003 oscillates: a learning-rate range test finds a lower rate that converges
-    (then it is the learning rate), or none does (then it is numerics: the NUM findings);
+  - OFB002 explodes / OFB003 oscillates: the learning rate 10x and 100x lower (and the range test's
+    suggestion) are trained to the goal; one that gets there and stays says it is the learning rate,
+    none says numerics (the NUM findings). A loss that is NaN/Inf before any update is never the rate;
   - OFB004 plateaus: a higher learning rate, no weight decay, no dropout, and the mechanical fixes of
     earlier findings are each tried; the message says which unblocks it.
 The learning-rate range test also runs when the model overfits (OFB000 reports the range). Fixes of
@@ -40,7 +41,7 @@ REGRESSION_OK = 0.05  # regression: MSE at most 5% of the targets' variance (R²
 LOSS_OK = 0.05  # without a task error (custom step): the loss at 5% of its start
 SHARE, MAX_SECONDS = 0.3, 60.0  # the overfit step's share of the remaining budget, and its cap
 BASELINE_SHARE, SWEEP_SHARE = 0.4, 0.3  # of that: the baseline run, the learning-rate range test
-SWEEP_STEPS = 40  # steps per learning rate in the range test
+SWEEP_STEPS = 30  # steps per learning rate in the range test
 MAX_SWEEP_RUNS = 7
 MIN_EXPONENT, MAX_EXPONENT = -4, 4  # the range test tries the user's lr times 10**k for k in this range
 CLOSE_STEPS = 2.0  # in the range: converges within twice the best's steps
@@ -70,22 +71,24 @@ class Experiment:
     runs: dict[str, Trainer] = field(default_factory=dict)  # variant label -> its run, shared by the checks
     lower_rates_tried: list[int] = field(default_factory=list)  # exponents tried to tame an unstable run
 
-    def trainer(self, variant: Variant) -> Trainer:
+    def trainer(self, variant: Variant, **options: Any) -> Trainer:
         """A fresh copy in training for ``variant``."""
         return Trainer(self.ctx, self.batch, variant, kind=self.kind, error_ok=error_ok(self.kind),
-                       loss_ok=LOSS_OK, seed=self.ctx.seed)
+                       loss_ok=LOSS_OK, seed=self.ctx.seed, **options)
 
-    def shared(self, variant: Variant) -> Trainer:
+    def shared(self, variant: Variant, **options: Any) -> Trainer:
         """The run of ``variant`` (by label) that every check continues, created on first use."""
         if variant.label not in self.runs:
-            self.runs[variant.label] = self.trainer(variant)
+            self.runs[variant.label] = self.trainer(variant, **options)
         return self.runs[variant.label]
 
-    def run(self, variant: Variant, steps: int = MAX_STEPS) -> Trainer:
-        """The run of ``variant``, advanced until the goal, ``steps`` or the deadline."""
+    def run(self, variant: Variant, steps: int = MAX_STEPS, stop_at_goal: bool = True) -> Trainer:
+        """The run of ``variant``, advanced until the goal, ``steps``, or twice the time the baseline
+        needed per step (a slow variant must not eat the time of the others)."""
         trainer = self.shared(variant)
         self.ctx.progress(f"{STEP}: {variant.label}")
-        trainer.advance(steps, self.until())
+        per_step = self.baseline.seconds / max(self.baseline_steps, 1)
+        trainer.advance(steps, self.until(2 * per_step * max(steps - trainer.steps, 0) + 1.0), stop_at_goal)
         return trainer
 
     def until(self, seconds: float | None = None) -> float:
@@ -205,14 +208,15 @@ def lr_range(exp: Experiment) -> LrRange | None:
         if time.monotonic() >= deadline:
             return False
         exp.ctx.progress(f"{STEP}: learning rate {_g(base_lr * 10.0**k)}")
-        trainer = exp.shared(lr_variant(base_lr, k))
+        trainer = exp.shared(lr_variant(base_lr, k), give_up=curve.EXPLODE_RATIO)  # unstable is all we need to know
         trainer.advance(SWEEP_STEPS, deadline)
         if trainer.status == "running" and trainer.steps < SWEEP_STEPS:
             return False  # cut by time: no fair comparison
         runs[k], ranks[k] = trainer, _rank(trainer, SWEEP_STEPS)
         return True
 
-    attempt(-1)
+    if not exp.baseline.converged:
+        attempt(-1)  # a converged baseline is faster than any lower rate: start upwards
     attempt(1)
     while True:  # widen towards the better side until the best rate has a worse one on each side
         best = min(ranks, key=lambda k: (ranks[k], -k))
@@ -241,21 +245,19 @@ def lr_range(exp: Experiment) -> LrRange | None:
         suggested = max(safe) if safe else min(good)
     sweep = LrRange(base_lr, runs, ranks, stable, good, suggested)
     if stable.get(suggested):
-        confirmation = runs[suggested]
-        confirmation.advance(MAX_STEPS, exp.until())
-        sweep.confirmation = confirmation
+        sweep.confirmation = exp.run(runs[suggested].variant)
     exp.sweep = sweep
     return sweep
 
 
 def _rank(trainer: Trainer, steps: int) -> tuple:
-    """How well a run did in its first ``steps`` steps: converged (by how soon), else stable (by how far
-    its measure fell), else unstable. A run known to go unstable later (the baseline) is unstable."""
-    if trainer.converged_at is not None and trainer.converged_at <= steps:
-        return (0, trainer.converged_at)
+    """How well a run did in its first ``steps`` steps: unstable (a run known to go unstable later, like
+    the baseline, counts), else reached the goal (by how soon), else by how far its measure fell."""
     whole = curve.describe(trainer.measure)
-    if whole.kind in UNSTABLE:
+    if whole.kind in UNSTABLE and not trainer.converged:
         return (2, whole.peak_ratio)
+    if trainer.first_reached is not None and trainer.first_reached <= steps:
+        return (0, trainer.first_reached)
     shape = curve.describe(trainer.measure[:steps])
     return (1, shape.end / shape.start if shape.start > 0 else shape.end)
 
@@ -288,6 +290,8 @@ def overfit_one_batch(ctx: Context) -> None:
     shape = curve.describe(base.measure[:exp.baseline_steps])
     if base.converged:
         _overfits(ctx, exp)
+    elif shape.first_non_finite == 0:
+        _non_finite_from_the_start(ctx, exp)
     elif base.status == "crashed" and base.steps < MIN_STEPS:
         raise SkipCheck(f"the single-batch run crashed after {base.steps} steps: {base.failure}")
     elif not _goes_up(ctx, exp, shape):
@@ -376,6 +380,19 @@ def _goes_up(ctx: Context, exp: Experiment, shape: curve.Shape) -> bool:
     return True
 
 
+def _non_finite_from_the_start(ctx: Context, exp: Experiment) -> None:
+    """OFB002 without a learning rate to blame: the first loss, before any update, is already NaN/Inf."""
+    base = exp.baseline
+    causes = sorted({f.code for f in ctx.findings if f.code in ("DAT001", "DAT002") or f.code.startswith("NUM")})
+    message = (f"While overfitting one batch of {exp.samples} samples, the loss is {_g(base.loss[0])} at the first "
+               "step, before any update: no learning rate can help; the data or the forward pass produce it.")
+    if causes:
+        message += f" Found: {', '.join(causes)}."
+    ctx.emit("OFB002", message, location="model", evidence=_run_evidence(exp),
+             suggestions=["Look for NaN/Inf in the inputs and targets (DAT002) and for the first module that makes "
+                          "them (NUM001)."])
+
+
 def _too_fast(ctx: Context, exp: Experiment, shape: curve.Shape, code: str) -> None:
     """OFB002/OFB003: confirm with the range test that a lower learning rate converges."""
     base = exp.baseline
@@ -410,7 +427,7 @@ def _too_fast(ctx: Context, exp: Experiment, shape: curve.Shape, code: str) -> N
         tried = f"even with lr {_g(base.lr * 10.0**lowest)} ({10 ** -lowest:g}x lower)" if lowest < 0 else ""
         message += (f" Not the learning rate alone: {tried or 'a lower learning rate could not be tried'} it does not "
                     "converge. Look for a numerical problem: the NUM findings name the first NaN/Inf.")
-        numerics = sorted({f.code for f in ctx.findings if f.code.startswith("NUM")})
+        numerics = sorted({f.code for f in ctx.findings if f.code.startswith("NUM") or f.code in ("DAT001", "DAT002")})
         if numerics:
             message += f" Found: {', '.join(numerics)}."
         suggestions.append("Check for log/exp/division on unbounded values, and for unnormalised inputs (DAT001).")
@@ -456,8 +473,8 @@ def _stalls(ctx: Context, exp: Experiment, shape: curve.Shape) -> None:
     measured = "the task loss" if base.meter is not None else "the loss"
     words = (f"plateaus at {_g(shape.end)} (from {_g(shape.start)})" if plateau
              else f"is still falling slowly ({_g(shape.start)} to {_g(shape.end)})")
-    message = (f"The model does not overfit one batch of {exp.samples} samples: after {steps} steps "
-               f"{measured} {words}; {_error_words(base, steps)}.")
+    message = f"The model does not overfit one batch of {exp.samples} samples: after {steps} steps {measured} {words}"
+    message += f"; {_error_words(base, steps)}." if base.meter is not None else "."
     evidence = _run_evidence(exp)
     sweep = lr_range(exp)
     if sweep is not None:
@@ -538,16 +555,17 @@ def verify_fixes(ctx: Context, findings: list[Finding]) -> None:
 def _verify(exp: Experiment, finding: Finding, trial: fixes.FixTrial) -> None:
     base = exp.baseline
     steps = min(MAX_STEPS, max(60, 2 * (base.converged_at or exp.baseline_steps)))
-    before = base if trial.before is None else exp.shared(trial.before)
-    after = exp.shared(trial.after)
     exp.ctx.progress(f"{STEP}: verifying the fix of {finding.code}")
-    allowance = exp.time_left() / 2
-    for trainer in (before, after):
-        trainer.advance(steps, exp.until(allowance), stop_at_goal=False)
+    try:
+        before = exp.run(trial.before or base.variant, steps, stop_at_goal=False)
+        after = exp.run(trial.after, steps, stop_at_goal=False)
+    except Exception:  # noqa: BLE001 - the change does not apply to this model (e.g. a module it cannot replace)
+        return
     result = _comparison(before, after, trial.description, steps)
-    finding.evidence["verified_fix"] = result
-    outcome = "Verified on a copy" if result["verified"] else "Tried on a copy, without a clear gain"
-    finding.message += (f" {outcome} (one batch, {min(before.steps, after.steps)} steps): before: "
+    finding.evidence["verified_fix"] = result  # also when the fix made no clear difference on one batch
+    if not result["verified"]:
+        return
+    finding.message += (f" Verified on a copy (one batch, {min(before.steps, after.steps)} steps): before: "
                         f"{_outcome_words(before, steps)}; {trial.description}: {_outcome_words(after, steps)}.")
     if trial.before is not None:
         exp.keep_curve(f"{finding.code} before", before)
@@ -621,8 +639,10 @@ def _outcome_words(trainer: Trainer, steps: int | None = None) -> str:
     shape = curve.describe(trainer.measure[:steps])
     if shape.first_non_finite is not None:
         return f"NaN/Inf at step {shape.first_non_finite}"
-    kind = {"plateaus": "plateau at", "descends": "still falling, at", "explodes": "exploded, at",
-            "oscillates": "oscillating, at", "rises": "rising, at"}[shape.kind]
+    if shape.kind == "explodes":
+        return f"exploded to {_g(shape.max)}, at {_g(shape.end)} after {steps} steps ({_error_words(trainer, steps)})"
+    kind = {"plateaus": "plateau at", "descends": "still falling, at", "oscillates": "oscillating, at",
+            "rises": "rising, at"}[shape.kind]
     return f"{kind} {_g(shape.end)} after {steps} steps ({_error_words(trainer, steps)})"
 
 

@@ -42,6 +42,11 @@ class TaskMeter:
         self.targets = targets
         self.threshold = logits_threshold
         self.layout = layout  # how outputs are arranged against targets (see build)
+        if kind in ("binary", "multilabel"):
+            labels = targets.reshape(len(targets), -1).float()
+            if not bool(((labels >= 0) & (labels <= 1)).all()):  # e.g. -1/+1 labels: the task is still yes/no
+                labels = (labels > 0.5).float()
+            self.labels = labels  # (N, K)
         if kind == "regression":
             y = targets.reshape(len(targets), -1).float()
             spread = float(y.var(0, unbiased=False).mean()) if len(y) > 1 else 0.0
@@ -99,7 +104,7 @@ class TaskMeter:
             wrong = (out.argmax(1) != y) & valid
             return F.cross_entropy(out, y), wrong.sum() / valid.sum().clamp_min(1)
         if self.kind in ("binary", "multilabel"):
-            scores, labels = out.reshape(n, -1), y.reshape(n, -1).float()
+            scores, labels = out.reshape(n, -1), self.labels
             if self.threshold == 0.5:  # probabilities
                 task_loss = F.binary_cross_entropy(scores.clamp(1e-7, 1 - 1e-7), labels)
             else:
@@ -145,13 +150,14 @@ class Trainer:
     """One copy trained on one batch. ``advance`` runs more steps; the history grows."""
 
     def __init__(self, ctx: Any, batch: Any, variant: Variant, *, kind: str, error_ok: float,
-                 loss_ok: float, record_grads: bool = False, seed: int = 0):
+                 loss_ok: float, record_grads: bool = False, seed: int = 0, give_up: float = HOPELESS):
         self.ctx = ctx
         self.variant = variant
         self.kind = kind
         self.error_ok = error_ok  # converged: the task error at most this (when a TaskMeter fits)
         self.loss_ok = loss_ok  # else: the loss at most this share of its (positive) start
         self.seed = seed
+        self.give_up = give_up  # stop once the measure is this many times its start
         pair = ctx.pair(batch)
         if variant.inputs is not None and pair is not None:
             batch = (variant.inputs(pair[0]), pair[1])
@@ -171,6 +177,7 @@ class Trainer:
         self.error: list[float] = []
         self.status = "running"  # running | converged | non-finite | exploded | crashed
         self.converged_at: int | None = None  # steps taken to reach the goal, where it then stayed
+        self.first_reached: int | None = None  # steps taken to reach the goal the first time (stay or not)
         self.failure = ""
         self.seconds = 0.0
         self._streak = 0  # consecutive steps at the goal
@@ -242,7 +249,7 @@ class Trainer:
         self.optimizer.step()
         if self.stats is not None:
             return self.stats.after_step(scalars)
-        return torch.stack([s.float() for s in scalars]).tolist()  # the step's one host sync
+        return torch.cat([s.reshape(1).float() for s in scalars]).tolist()  # the step's one host sync
 
     def _record(self, values: list[float]) -> bool:
         """Append one step's values; True when the run cannot usefully go on."""
@@ -254,7 +261,7 @@ class Trainer:
         if not all(math.isfinite(v) for v in values):
             self.status = "non-finite"
             return True
-        if abs(current) > HOPELESS * max(abs(self.measure[0]), 1e-12):
+        if abs(current) > self.give_up * max(abs(self.measure[0]), 1e-12):
             self.status = "exploded"
             return True
         at_goal = (self.error[-1] <= self.error_ok if self.meter is not None
@@ -271,6 +278,7 @@ class Trainer:
         if self._reached is None:
             if self._streak >= HOLD:
                 self._reached, self._stayed = self.steps - HOLD + 1, []
+                self.first_reached = self.first_reached or self._reached
             return
         self._stayed.append(at_goal)
         if len(self._stayed) >= max(MIN_STAY, math.ceil(STAY * self._reached)):
