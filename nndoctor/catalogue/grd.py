@@ -11,10 +11,12 @@ CODES = [
         summary="Parameters receive no gradient (a detached path, an unused module, requires_grad switched off).",
         what="""
 Parameters that require grad got no gradient (`.grad` stayed None, or exactly zero) at every step of
-the single-batch run. nndoctor watches one forward pass to say why, per module: it never ran (an
-unused module or branch: warning); it ran under `torch.no_grad()` (its output has no gradient
-history); or its output reached a later module through `.detach()` (the same memory arrived without
-history). Parameters you froze on purpose (`requires_grad=False`) are not reported.
+the single-batch run. nndoctor watches one forward pass to say why, per module (the largest module
+whose parameters all got none): it ran under `torch.no_grad()` (its output has no gradient history:
+error); its output reached a later module through `.detach()`, `.data` or numpy (the same memory
+arrived without history: error); it never ran, its output does not reach the loss, or its gradient
+is exactly zero (multiplied by zero, dead units): warning. Parameters you froze on purpose
+(`requires_grad=False`) are not reported.
 """,
         why="These weights never learn, while the model looks as if it trains: the loss still falls through the rest.",
         example="""
@@ -59,9 +61,11 @@ learning rate above 0.
         severity=W,
         summary="Gradient norms or update/weight ratios blow up.",
         what="""
-During the single-batch run the total gradient norm became NaN/Inf or grew a thousandfold from its
-first step, or a layer's update was larger than its weights (update/weight ratio above 1) in at least
-a quarter of the steps. The finding names the layers, with their largest ratios and gradient norms.
+During the single-batch run the total gradient norm became NaN/Inf or grew a hundredfold from its
+first step (correct models stay within 2x), or a weight matrix's update was larger than the matrix
+itself (update/weight ratio above 1; correct models stay below 0.2) in at least 3 steps. The finding
+names the layers, with their largest ratios and gradient norms, and shows the run with the learning
+rate 10x lower. Growing gradients of parameters that never move are GRD002's (nothing zeroes them).
 """,
         why="""
 Updates larger than the weights erase what was learned; growing gradients end in NaN. Healthy
@@ -82,10 +86,12 @@ add normalisation layers or residual connections; check the initialisation of th
         severity=W,
         summary="Gradients of early layers are orders of magnitude too small to learn.",
         what="""
-Measured over the first steps of the single-batch run, the gradient of some early layers, relative
-to their weights (|grad| / |weight|), is at least a thousand times smaller than that of a later
-layer. The finding names the layers, in forward order, with their ratio to the best-learning layer.
-Embedding tables (whose gradients are sparse by nature) are not judged.
+Measured over the first 20 steps of the single-batch run, the gradient of some early weight matrices,
+relative to their weights (|grad| / |weight|), is at least ten thousand times smaller than that of a
+layer that runs later in the forward pass (a plain 10-layer ReLU MLP with PyTorch's default
+initialisation spans about a thousandfold; a 10-layer sigmoid stack a billionfold). The finding names
+the layers, in forward order, with their ratio to the best-learning layer. Embedding tables (whose
+gradients are sparse by nature) and parameters with no gradient at all (GRD001) are not judged.
 """,
         why="Early layers learn a thousand times slower than the rest: a deep network behaves like a shallow one.",
         example="""

@@ -11,12 +11,13 @@ CODES = [
         summary="The model overfits a single batch (info, with steps taken).",
         what="""
 nndoctor trained a copy of the model with your optimizer on one fixed batch (the first batch, at most
-64 samples) and the task's error on that batch reached (near) zero: at most 2% of labels wrong for
-classification, an MSE of at most 5% of the targets' variance for regression, or the loss at 5% of its
-start when you give a custom `step`. The finding gives the steps it took, the loss and error curves,
-and a learning-rate range test: short runs at your learning rate times powers of ten on the same
-batch, the range that makes fast stable progress, a suggested value at a distance from where training
-becomes unstable, and whether the suggested value reaches the goal when trained to the end.
+64 samples) and the task's error on that batch reached (near) zero and stayed there: at most 2% of
+labels wrong for classification, an MSE of at most 5% of the targets' variance for regression, or the
+loss at 5% of its start when you give a custom `step`. The finding gives the steps it took, the loss
+and error curves, and a learning-rate range test: 30-step runs at your learning rate times powers of
+ten on the same batch, widened until the best has a worse rate on each side, the range that makes
+fast stable progress, where training becomes unstable, and a suggestion (your own rate when it is in
+the range) that is only made once it reaches the goal when trained to the end.
 """,
         why="""
 A model that can fit one batch can represent the task and its gradients flow; bugs in the loss, the
@@ -65,9 +66,10 @@ the fix works.
         summary="Error explodes: a numerical issue or a learning rate far too high.",
         what="""
 While training on one batch the loss became NaN/Inf or climbed to ten times its start. nndoctor then
-runs the learning-rate range test (your rate times 1/10, 1/100, ... on copies): if a lower rate
-converges, it is the learning rate and the message shows both curves; if even a rate 1000x lower
-explodes, it is a numerical problem and the message points to the NUM findings.
+trains copies with your learning rate 10x and 100x lower (and the range test's suggestion): if one
+reaches the goal and stays there, it is the learning rate and the message shows both curves; if none
+does, it is a numerical problem and the message points to the NUM (and DAT002) findings. A loss that
+is NaN/Inf at the first step, before any update, is never the learning rate.
 """,
         why="An exploding run destroys the weights (dead ReLUs, NaN parameters); nothing after it learns.",
         example="""
@@ -86,11 +88,11 @@ normalise the inputs.
         severity=W,
         summary="Error oscillates: learning rate too high, or shuffled labels / bad augmentation.",
         what="""
-On one fixed batch the loss fell and climbed back by at least 30% of its start (or crept up although
-each step points downhill) instead of converging. nndoctor confirms with the learning-rate range test
-that a lower rate converges, and reads the same samples of your dataset twice: different targets mean
-labels drawn anew on every read; different inputs mean random augmentation, so a real single-batch
-run would chase a moving target.
+On one fixed batch the loss fell and climbed back by at least 30% of its start, or touched the goal
+and left it again, or crept up although each step points downhill, instead of converging. nndoctor
+confirms that your learning rate 10x or 100x lower reaches the goal and stays there, and reads the
+same samples of your dataset twice: different targets mean labels drawn anew on every read; different
+inputs mean random augmentation, so a real single-batch run would chase a moving target.
 """,
         why="Steps overshoot the minimum; training is slow, noisy and may end far from where it could.",
         example="""

@@ -113,6 +113,7 @@ def _no_gradient(ctx: Context, exp: Experiment, flow: Flow) -> None:
         elif all(i in never_none for i in members):
             cause = "its gradient is exactly zero at every step (it is multiplied by zero, or its units are all dead)"
             fix = "Check how its output enters the loss (a zero mask or factor), and its activations (NUM004)."
+            severity = "warning"  # a zero loss weight can be deliberate
         else:
             cause = "it runs, but its output does not reach the loss"
             fix = f"Use {where}'s output in the loss, or freeze it with requires_grad_(False)."

@@ -180,8 +180,12 @@ class LrRange:
         unstable = [k for k in self.runs if k > max(self.good) and not self.stable[k]]
         if unstable:
             text += f" (unstable from {_g(self.lr(min(unstable)))})"
-        text += (f"; your lr {_g(self.base_lr)} is in range" if self.suggested == 0
-                 else f"; suggested {_g(self.lr(self.suggested))} (yours is {_g(self.base_lr)})")
+        if self.suggested != 0:
+            text += f"; suggested {_g(self.lr(self.suggested))} (yours is {_g(self.base_lr)})"
+        elif 0 in self.good:
+            text += f"; your lr {_g(self.base_lr)} is in range"
+        else:
+            text += f"; faster rates do not hold the goal when trained longer: keep yours ({_g(self.base_lr)})"
         c = self.confirmation
         if c is not None:
             text += (f", confirmed: it reaches the goal in {c.converged_at} steps" if c.converged
@@ -244,10 +248,25 @@ def lr_range(exp: Experiment) -> LrRange | None:
         safe = [k for k in good if stable.get(k + 1)]
         suggested = max(safe) if safe else min(good)
     sweep = LrRange(base_lr, runs, ranks, stable, good, suggested)
-    if stable.get(suggested):
-        sweep.confirmation = exp.run(runs[suggested].variant)
+    _confirm(exp, sweep)
     exp.sweep = sweep
     return sweep
+
+
+def _confirm(exp: Experiment, sweep: LrRange) -> None:
+    """Train the suggested rate to the goal; if it does not get there, the other good rates (nearest the
+    user's first), then the user's own if it did: a suggestion is only made once it is confirmed."""
+    candidates = [sweep.suggested] + sorted((k for k in sweep.good if k != sweep.suggested), key=abs)
+    if exp.baseline.converged and 0 not in candidates:
+        candidates.append(0)
+    for k in candidates:
+        if not sweep.stable.get(k) or exp.time_left() <= 0:
+            continue
+        trainer = exp.run(sweep.runs[k].variant)
+        if sweep.confirmation is None or trainer.converged:
+            sweep.suggested, sweep.confirmation = k, trainer
+        if trainer.converged:
+            return
 
 
 def _rank(trainer: Trainer, steps: int) -> tuple:
@@ -585,9 +604,9 @@ def _comparison(before: Trainer, after: Trainer, description: str, steps: int | 
         b_shape, a_shape = curve.describe(b), curve.describe(a)
         if a_goal is not None:
             verified = b_goal is None or a_goal <= FASTER * b_goal
-        elif b_shape.kind == "explodes" or (b_shape.end > 0 and a_shape.end <= CLEARLY_BETTER * b_shape.end):
+        elif a_shape.kind not in UNSTABLE and b_shape.end > 0 and a_shape.end <= CLEARLY_BETTER * b_shape.end:
             more_errors = bool(after.error and before.error) and after.error[-1] > before.error[min(steps, len(before.error)) - 1]
-            verified = a_shape.kind != "explodes" and not more_errors
+            verified = not more_errors
     return {"fix": description, "verified": verified,
             "before": {**before.summary(), "curve": curve.downsample(before.loss[:steps], DOWNSAMPLE)[1]},
             "after": {**after.summary(), "curve": curve.downsample(after.loss[:steps], DOWNSAMPLE)[1]}}
