@@ -229,11 +229,11 @@ def progress_display() -> Iterator[Any]:
 
 # ----- run, demo, codes ----------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from nndoctor.runner import run_script
-
     _check_writable(args.json, args.html)
     if not os.path.isfile(args.script):
         raise UsageError(f"script not found: {args.script}")
+    from nndoctor.runner import run_script
+
     return run_script(args.script, args.args, max_steps=args.max_steps, json_path=args.json, html_path=args.html)
 
 
@@ -254,11 +254,17 @@ def cmd_codes(args: argparse.Namespace) -> int:
             raise UsageError(exc.args[0]) from None
         print("\n\n".join(catalogue.get(c).doc() for c in codes))
         return EXIT_OK
+    import textwrap
+
     for prefix, (_module, _step, title) in catalogue.FAMILIES.items():
         print(f"{prefix}  {title}")
         for entry in catalogue.CODES.values():
             if entry.family == prefix:
-                print(f"  {entry.code}  {entry.name:<30} {entry.severity.value:<8} {entry.summary}")
+                head = f"  {entry.code}  {entry.name:<30} {entry.severity.value:<8}"
+                lines = textwrap.wrap(entry.summary, width=100 - len(head) - 1) or [""]
+                print(f"{head} {lines[0]}")
+                for line in lines[1:]:
+                    print(" " * (len(head) + 1) + line)
     print("\nDetails: nndoctor codes CODE")
     return EXIT_OK
 

@@ -92,7 +92,7 @@ def test_codes_lists_every_family():
     for family in ("RUN", "SHP", "DAT", "LOS", "MOD", "NUM", "GRD", "OFB", "CMP", "DDP"):
         assert family in out.stdout
     assert "LOS001" in out.stdout and "probabilities-to-logit-loss" in out.stdout
-    assert max(len(line) for line in out.stdout.splitlines()) <= 120
+    assert max(len(line) for line in out.stdout.splitlines()) <= 100
 
 
 def test_demo_finds_its_planted_bugs(tmp_path):
