@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"nndoctor: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # output piped into `head`: stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 # ----- check ---------------------------------------------------------------------------------------
