@@ -626,7 +626,7 @@ def _run_evidence(exp: Experiment) -> dict[str, Any]:
     if base.meter is not None:
         evidence["task_loss"] = _span(base.task_loss[:steps])
         evidence["error"] = _span(base.error[:steps])
-        evidence["error_curve"] = curve.downsample(base.error[:steps], DOWNSAMPLE)[1]
+        evidence["error_values"] = curve.downsample(base.error[:steps], DOWNSAMPLE)[1]
     return evidence
 
 
