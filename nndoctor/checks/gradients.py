@@ -86,6 +86,7 @@ def gradient_flow_check(ctx: Context) -> None:
     ctx.extras["gradients"] = {"layers": _layers(flow)}
     _explain_plateau(ctx, new)
     verify_fixes(ctx, new)
+    exp.release()
 
 
 # ----- GRD001 -----------------------------------------------------------------------------------------

@@ -98,6 +98,14 @@ class Experiment:
     def time_left(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
 
+    def release(self, keep: Trainer | None = None) -> None:
+        """Free every copy but ``keep`` (memory: a large model is copied once per run)."""
+        for trainer in self.runs.values():
+            if trainer is not keep:
+                trainer.release()
+        if keep is None:
+            self.grads.release()
+
     def keep_curve(self, label: str, trainer: Trainer) -> None:
         steps, values = curve.downsample(trainer.loss, DOWNSAMPLE)
         self.curves[label] = {"steps": steps, "loss": values}
@@ -324,6 +332,7 @@ def overfit_one_batch(ctx: Context) -> None:
         else:
             _stalls(ctx, exp, shape)
     verify_fixes(ctx, [f for f in ctx.findings if not f.code.startswith(("OFB", "GRD"))])
+    exp.release(keep=base)  # the gradient-flow check still reads the baseline's model and optimizer
 
 
 def _overfits(ctx: Context, exp: Experiment) -> None:

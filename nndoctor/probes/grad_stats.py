@@ -29,6 +29,7 @@ class GradStats:
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
         self.shapes = [tuple(p.shape) for p in self.params]
+        self.count = len(self.params)
         self._rows: list[list[float]] = []  # per step: grad norms (NaN: no grad), weight norms, update norms
         self._present: list[list[bool]] = []  # per step: which parameters had a gradient
         self._before: list[torch.Tensor] = []
@@ -47,7 +48,7 @@ class GradStats:
             update_norms = torch._foreach_norm(torch._foreach_sub(self._before, self.params)) if self.params else []
             parts = [t.reshape(1).float() for t in [*scalars, *grad_norms, *weight_norms, *update_norms]]
             flat = torch.cat([t.to(parts[0].device) for t in parts]).tolist() if parts else []  # the one sync
-        k, p = len(scalars), len(self.params)
+        k, p = len(scalars), self.count
         grad_row = [math.nan] * p
         for i, v in zip(present, flat[k:k + len(present)]):
             grad_row[i] = v
@@ -63,7 +64,7 @@ class GradStats:
         return len(self._rows)
 
     def _block(self, i: int) -> np.ndarray:
-        p = len(self.params)
+        p = self.count
         if not self._rows:
             return np.zeros((0, p))
         return np.asarray(self._rows, dtype=np.float64)[:, i * p:(i + 1) * p]
@@ -76,7 +77,11 @@ class GradStats:
     @property
     def has_grad(self) -> np.ndarray:
         """(steps, params): whether ``.grad`` was set after backward."""
-        return np.asarray(self._present, dtype=bool).reshape(len(self._present), len(self.params))
+        return np.asarray(self._present, dtype=bool).reshape(len(self._present), self.count)
+
+    def release(self) -> None:
+        """Drop the references to the parameters (the measurements stay)."""
+        self.params, self._before = [], []
 
     @property
     def weight_norm(self) -> np.ndarray:

@@ -175,7 +175,7 @@ class Trainer:
         self.loss: list[float] = []
         self.task_loss: list[float] = []
         self.error: list[float] = []
-        self.status = "running"  # running | converged | non-finite | exploded | crashed
+        self.status = "running"  # running | converged | non-finite | exploded | crashed | released
         self.converged_at: int | None = None  # steps taken to reach the goal, where it then stayed
         self.first_reached: int | None = None  # steps taken to reach the goal the first time (stay or not)
         self.failure = ""
@@ -196,7 +196,13 @@ class Trainer:
 
     @property
     def finished(self) -> bool:
-        return self.status in ("non-finite", "exploded", "crashed")
+        return self.status in ("non-finite", "exploded", "crashed", "released")
+
+    def release(self) -> None:
+        """Free the copy and its optimizer (large models); the history stays, training cannot go on."""
+        self.model = self.optimizer = self.stats = None
+        if not self.finished:
+            self.status = "released"
 
     @property
     def measure(self) -> list[float]:
