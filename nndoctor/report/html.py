@@ -97,7 +97,8 @@ def _header(report: Report, title: str) -> str:
         facts.append(f"task: {task['kind']}" + (f", {classes} classes" if classes else ""))
     seconds = report.meta.get("seconds")
     if isinstance(seconds, (int, float)):
-        facts.append(f"{len(report.checks)} checks in {seconds:.1f} s")
+        checks = f"{_plural(len(report.checks), 'check')} in " if report.checks else ""
+        facts.append(f"{checks}{seconds:.1f} s")
     if report.meta.get("seed") is not None:
         facts.append(f"seed {report.meta['seed']}")
     facts.append(f"nndoctor {__version__}")
@@ -117,6 +118,9 @@ def _verdict(report: Report, anchors: dict[int, str]) -> str:
     elif ran := sum(c.status in ("passed", "failed") for c in report.checks):
         kind = "ok"
         headline = f"No problems found: {_plural(ran, 'check')} ran and found nothing wrong."
+    elif not report.checks:  # a watched training run (`nndoctor run`, Monitor) has no playbook checks
+        kind = "ok"
+        headline = "No problems found."
     else:
         kind = "skipped"
         headline = "Nothing was checked: see why in the checks table below."

@@ -47,7 +47,8 @@ def print_report(report: Report, console: Console | None = None, title: str = "n
     console = console or make_console()
     seconds = report.meta.get("seconds")
     took = f" in {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
-    _line(console, Text(title, style="bold") + Text(f"  ({len(report.checks)} checks{took})", style="dim"))
+    counted = f"{len(report.checks)} checks{took}" if report.checks else took.strip()
+    _line(console, Text(title, style="bold") + Text(f"  ({counted})" if counted else "", style="dim"))
     by_step: dict[str, list[Finding]] = {}
     for finding in report.sorted_findings():
         by_step.setdefault(finding.step, []).append(finding)
@@ -122,7 +123,7 @@ def verdict(report: Report) -> Text:
     if warnings:
         return Text(f"verdict: no errors, {_count(len(warnings), 'warning')} worth a look ({_codes(warnings)})"
                     f"{took}{note}", style="bold yellow")
-    if not any(c.status in ("passed", "failed") for c in report.checks):
+    if report.checks and not any(c.status in ("passed", "failed") for c in report.checks):
         return Text(f"verdict: nothing was checked{took}{note} (see above why)", style="bold magenta")
     return Text(f"verdict: no problems found{took}{note}", style="bold green")
 
