@@ -159,6 +159,22 @@ def test_single_batch_plot_overlays_the_runs_of_extras_else_the_findings_curves(
     assert drawn[-1] == ["lr 1e-4", "OFB002 run"]
 
 
+def test_report_of_a_watched_run_shows_its_loss_curve_with_the_findings_marked(monkeypatch):
+    calls = []
+    real = plots.curves_plot
+    monkeypatch.setattr(plots, "curves_plot", lambda curves, **kw: calls.append(kw) or real(curves, **kw))
+    losses = curve(300, rate=40) + [math.nan] * 5
+    run = Report(findings=[Finding("NUM001", "NaN at step 300", location="model.2", evidence={"step": 300})],
+                 meta={"seconds": 12.0, "extras": {"loss_curve": losses}})
+    page = run.to_html()
+    assert "<h2>Training run</h2>" in page and 'aria-label="Loss during the run"' in page
+    assert calls[0]["markers"] == [(300.0, "NUM001")]
+    assert "12.0 s" in page and "0 checks" not in page
+    clean_run = Report(meta={"seconds": 3.0, "extras": {"loss_curve": curve()}})
+    assert "No problems found." in clean_run.to_html()
+    assert render_text(clean_run).rstrip().splitlines()[-1] == "verdict: no problems found in 3.0 s"
+
+
 def test_a_diverging_curve_is_marked_where_it_stops():
     svg = plots.curves_plot({"run": [1.0, 3.0, 50.0, "inf", "nan"]}, title="t")
     assert svg is not None and svg.startswith("<svg")
