@@ -95,12 +95,16 @@ def _no_gradient(ctx: Context, exp: Experiment, flow: Flow) -> None:
     if not silent:
         return
     never_none = {i for i in silent if flow.has_grad[:, i].any()}  # a gradient was set, but exactly zero
-    for unit, members in _units(exp.baseline.model, flow, silent).items():
+    for unit, (members, whole) in _units(flow, silent).items():
         reach = flow.reach.modules.get(unit)
         where = f"model.{unit}" if unit else "model"
         tensors = ", ".join(flow.names[i] for i in members[:6]) + (" ..." if len(members) > 6 else "")
         severity = None
-        if reach is None:
+        if not whole:  # the module runs and its other parameters learn: these ones are left out
+            cause = "the module runs and its other parameters learn, but these are not used in its computation"
+            fix = f"Use them in {where}'s forward, delete them, or freeze them with requires_grad_(False)."
+            severity = "warning"
+        elif reach is None:
             cause = "it never runs in the forward pass: an unused module or branch"
             fix = f"Use {where} in forward, or delete it (or freeze it with requires_grad_(False))."
             severity = "warning"
@@ -121,7 +125,7 @@ def _no_gradient(ctx: Context, exp: Experiment, flow: Flow) -> None:
             severity = "warning"
         size = sum(math.prod(flow.shapes[i]) for i in members)
         ctx.emit("GRD001",
-                 f"{where} ({_kind(exp.baseline.model, unit)}) has {len(members)} parameter tensors ({size:,} values) that "
+                 f"{where} ({_kind(exp.baseline.model, unit)}) has {_tensors(len(members))} ({size:,} values) that "
                  f"require grad but got no gradient in {flow.steps} training steps ({tensors}): {cause}. "
                  "Its weights never learn.",
                  location=where, severity=severity,
@@ -131,8 +135,9 @@ def _no_gradient(ctx: Context, exp: Experiment, flow: Flow) -> None:
                  suggestions=[fix])
 
 
-def _units(model: nn.Module, flow: Flow, members: list[int]) -> dict[str, list[int]]:
-    """Group parameters under the highest module whose trainable parameters are all in ``members``."""
+def _units(flow: Flow, members: list[int]) -> dict[str, tuple[list[int], bool]]:
+    """Group parameters under the highest module whose trainable parameters are all in ``members``
+    (-> members, True), else under their own module (-> members, False: it has others that learn)."""
     chosen = set(members)
     by_path: dict[str, set[int]] = {}
     for i, owner in enumerate(flow.owners):
@@ -149,7 +154,8 @@ def _units(model: nn.Module, flow: Flow, members: list[int]) -> dict[str, list[i
                 unit = path
                 break
         units.setdefault(unit, []).append(i)
-    return dict(sorted(units.items(), key=lambda kv: flow.order.get(kv[0], len(flow.order))))
+    ordered = sorted(units.items(), key=lambda kv: flow.order.get(kv[0], len(flow.order)))
+    return {unit: (idx, by_path[unit] <= chosen) for unit, idx in ordered}
 
 
 def _kind(model: nn.Module, path: str) -> str:
@@ -173,7 +179,7 @@ def _not_updated(ctx: Context, exp: Experiment, flow: Flow) -> None:
     everything = len(frozen) == len(flow.names)
     if not ours and held:
         ctx.emit("GRD002",
-                 f"The optimizer holds {held} parameter tensors, none of them this model's: it was built for a "
+                 f"The optimizer holds {_tensors(held)}, none of them this model's: it was built for a "
                  f"different model (or before the model was re-created or copied). In {flow.steps} steps no parameter "
                  "of the model changed, although all got gradients.",
                  location="optimizer", evidence={"optimizer_tensors": held, "model_tensors": len(params),
@@ -195,7 +201,7 @@ def _not_updated(ctx: Context, exp: Experiment, flow: Flow) -> None:
         modules = sorted({flow.owners[i] for i in members}, key=lambda m: flow.order.get(m, len(flow.order)))
         where = ", ".join(f"model.{m}" if m else "model" for m in modules[:6]) + (" ..." if len(modules) > 6 else "")
         ctx.emit("GRD002",
-                 f"{len(members)} parameter tensors of {where} got gradients but did not change in {flow.steps} steps: "
+                 f"{_tensors(len(members))} of {where} got gradients but did not change in {flow.steps} steps: "
                  f"{cause}.",
                  location=f"model.{modules[0]}" if modules[0] else "model",
                  severity=None if everything else "warning",
@@ -309,6 +315,10 @@ def _explain_plateau(ctx: Context, new: list[Finding]) -> None:
         if finding.code == "OFB004" and causes:
             finding.evidence["gradient_flow"] = causes
             finding.message += f" Gradient flow explains it: see {', '.join(causes)}."
+
+
+def _tensors(n: int) -> str:
+    return f"{n} parameter tensor{'' if n == 1 else 's'}"
 
 
 def _g(v: float) -> float:
