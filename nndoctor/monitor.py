@@ -1,0 +1,359 @@
+"""Monitor: the always-on, low-overhead watcher of a user's own training loop.
+
+    with nndoctor.Monitor(model, optimizer) as mon:
+        ...the user's loop...
+    report = mon.report()
+
+It is the engine of ``nndoctor run`` (``Monitor()`` with no model watches every module and optimizer
+through PyTorch's global hooks) and of the framework callbacks. Hot-path rules: no host sync per
+module; one host transfer per optimizer step (loss, gradient norm and the stale-gradient flag
+together). Expensive localisation (which op made the first NaN) replays the failing forward on a
+copy, only when the cheap guard trips.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+import weakref
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules import module as module_hooks
+from torch.optim import optimizer as optimizer_hooks
+
+from nndoctor.events import MonitorEvents
+from nndoctor.findings import CheckRecord, Finding, Report
+from nndoctor.probes import live_curve
+from nndoctor.probes.errors import classify
+
+MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
+
+
+class StopTraining(BaseException):
+    """Raised from an optimizer step hook to stop the script after ``max_steps`` (BaseException so that
+    the user's ``except Exception`` does not swallow it)."""
+
+
+class _Watched:
+    """What the Monitor knows about one root module (a model)."""
+
+    def __init__(self, module: nn.Module):
+        self.ref = weakref.ref(module)
+        self.mode_dependent = [(name, m) for name, m in module.named_modules()
+                               if isinstance(m, MODE_DEPENDENT) and _active(m)]
+        self.names = {id(p): name for name, p in module.named_parameters()}
+        self.trained = False  # seen in a forward with gradients enabled
+
+
+def _active(m: nn.Module) -> bool:
+    """A module whose train/eval mode changes its output (dropout with p > 0, any batch-norm)."""
+    return not isinstance(m, nn.modules.dropout._DropoutNd) or getattr(m, "p", 0) > 0
+
+
+class Monitor(MonitorEvents):
+    def __init__(self, model: nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None, *,
+                 max_steps: int | None = None):
+        self.model = model
+        self.optimizer = optimizer
+        self.max_steps = max_steps
+        self.steps = 0
+        self.losses: list[float] = []
+        self.grad_norms: list[float] = []
+        self.findings: list[Finding] = []
+        self._handles: list[Any] = []
+        self._depth = 0
+        self._roots: dict[int, _Watched] = {}
+        self._optimizers: dict[int, dict[str, Any]] = {}
+        self._pending_loss: torch.Tensor | None = None
+        self._stale_flag: torch.Tensor | None = None
+        self._stale_steps = 0
+        self._eval_training_steps: dict[str, int] = {}  # eval-mode module path -> steps trained so
+        self._root_eval_steps = 0
+        self._train_mode_evals: dict[str, int] = {}
+        self._last_train_call: tuple[nn.Module, tuple, dict] | None = None
+        self._last_eval_names: list[str] = []
+        self._last_root_eval = False
+        self._localised = False
+        self._replaying = False  # our own replay of a failing step must not be watched
+        self._failing: nn.Module | None = None
+        self._original_backward = None
+        self._started = time.monotonic()
+        self._ended = False
+        self.error: BaseException | None = None
+
+    # ----- install / remove ----------------------------------------------------------------------
+    def __enter__(self) -> "Monitor":
+        self._handles.append(module_hooks.register_module_forward_pre_hook(self._pre_forward))
+        self._handles.append(module_hooks.register_module_forward_hook(self._post_forward, always_call=True))
+        if self.optimizer is not None:
+            self._handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
+            self._handles.append(self.optimizer.register_step_post_hook(self._post_step))
+        else:
+            self._handles.append(optimizer_hooks.register_optimizer_step_pre_hook(self._pre_step))
+            self._handles.append(optimizer_hooks.register_optimizer_step_post_hook(self._post_step))
+        # backward() has no global hook: wrap it for the Monitor's lifetime to see the loss value.
+        self._original_backward = torch.Tensor.backward
+        monitor, original = self, self._original_backward
+
+        def backward(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            if tensor.numel() == 1:
+                monitor.on_backward(tensor)
+            return original(tensor, *args, **kwargs)
+
+        torch.Tensor.backward = backward  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.close()
+        if exc is not None and not isinstance(exc, (StopTraining, KeyboardInterrupt, SystemExit)):
+            self.on_error(exc)
+        self.on_run_end()
+        return False
+
+    def close(self) -> None:
+        """Remove every hook and restore ``Tensor.backward``."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        if self._original_backward is not None:
+            torch.Tensor.backward = self._original_backward  # type: ignore[method-assign]
+            self._original_backward = None
+
+    # ----- forward ---------------------------------------------------------------------------------
+    def _pre_forward(self, module: nn.Module, args: tuple) -> None:
+        if self._depth == 0 and not self._replaying and (self.model is None or module is self.model):
+            self._failing = None
+            self.on_forward(module, args, {}, torch.is_grad_enabled() and not torch.is_inference_mode_enabled())
+        self._depth += 1
+
+    def _post_forward(self, module: nn.Module, args: tuple, output: Any) -> None:
+        self._depth = max(0, self._depth - 1)
+        if output is None and self._failing is None:
+            self._failing = module  # always_call: forward raised here (innermost first)
+
+    def _watched(self, module: nn.Module) -> _Watched:
+        w = self._roots.get(id(module))
+        if w is None or w.ref() is not module:
+            w = self._roots[id(module)] = _Watched(module)
+        return w
+
+    def on_forward(self, module: nn.Module, inputs: tuple, kwargs: dict, training_step: bool) -> None:
+        if not any(True for _ in module.parameters()):
+            return  # a loss module or a parameter-free helper: nothing to judge
+        w = self._watched(module)
+        if training_step:
+            w.trained = True
+            self._last_train_call = (module, inputs, kwargs)
+            self._last_root_eval = not module.training
+            self._last_eval_names = [name for name, m in w.mode_dependent if not m.training]
+        elif module.training:
+            in_train = [name for name, m in w.mode_dependent if m.training]
+            for name in in_train[:1] or []:
+                self._train_mode_evals[name] = self._train_mode_evals.get(name, 0) + 1
+
+    # ----- backward and step ------------------------------------------------------------------------
+    def on_backward(self, loss: torch.Tensor) -> None:
+        self._pending_loss = loss.detach()
+
+    def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self.on_before_optimizer_step(optimizer)
+
+    def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self.on_after_optimizer_step(optimizer)
+
+    def _opt_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        state = self._optimizers.get(id(optimizer))
+        if state is None:
+            params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
+            state = {"params": params, "ids": {id(p) for p in params}, "steps": 0, "armed": False,
+                     "before": None, "changed": None}
+            if params:  # the stale-gradient probe: one leaf hook on one parameter
+                state["hook"] = params[0].register_hook(self._grad_hook(params[0], state))
+                self._handles.append(state["hook"])
+            self._optimizers[id(optimizer)] = state
+        return state
+
+    def _grad_hook(self, param: torch.Tensor, state: dict[str, Any]):
+        def hook(grad: torch.Tensor) -> None:
+            # Runs before the new gradient is accumulated: right after a step, .grad must be None or zero.
+            if state["armed"]:
+                state["armed"] = False
+                if param.grad is not None:
+                    self._stale_flag = (param.grad != 0).any()
+
+        return hook
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        state = self._opt_state(optimizer)
+        grads = [p.grad for p in state["params"] if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
+        had_loss = self._pending_loss is not None
+        loss = self._pending_loss if had_loss else torch.tensor(float("nan"))
+        stale = self._stale_flag if self._stale_flag is not None else torch.tensor(False)
+        loss_v, norm_v, stale_v = torch.stack([loss.float().cpu().reshape(()), norm.float().cpu(),
+                                               stale.float().cpu()]).tolist()  # the one host transfer
+        self._stale_flag = None
+        self._pending_loss = None
+        if had_loss:
+            self.losses.append(loss_v)
+        self.grad_norms.append(norm_v)
+        self._stale_steps += int(stale_v > 0)
+        if self._last_train_call is not None:
+            if self._last_root_eval:
+                self._root_eval_steps += 1
+            for name in self._last_eval_names:
+                self._eval_training_steps[name] = self._eval_training_steps.get(name, 0) + 1
+        if state["steps"] == 0:
+            state["before"] = [p.detach().clone() for p in state["params"] if p.grad is not None]
+        if not ((math.isfinite(loss_v) or not had_loss) and math.isfinite(norm_v)) and not self._localised:
+            self._localised = True
+            self._localise_non_finite(state, loss_v)
+
+    def on_after_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        state = self._opt_state(optimizer)
+        if state["steps"] == 0 and state["before"] is not None:
+            after = [p for p in state["params"] if p.grad is not None]
+            state["changed"] = sum(not torch.equal(a, b) for a, b in zip(state["before"], after))
+            state["with_grad"] = len(after)
+            state["before"] = None
+        state["steps"] += 1
+        state["armed"] = True
+        self.steps += 1
+        if self.max_steps is not None and self.steps >= self.max_steps:
+            raise StopTraining()
+
+    def on_loss_value(self, value: float) -> None:
+        self.losses.append(float(value))
+
+    # ----- NaN localisation (only when the guard trips) -----------------------------------------------
+    def _localise_non_finite(self, state: dict[str, Any], loss_v: float) -> None:
+        from nndoctor.probes.nonfinite import FirstNonFinite
+
+        call = self._last_train_call
+        if call is None:
+            return
+        module, inputs, kwargs = call
+        names = self._watched(module).names
+        bad = [names.get(id(p), "?") for p in state["params"]
+               if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+        self._replaying = True
+        try:
+            replica = copy.deepcopy(module)
+            with torch.no_grad(), FirstNonFinite(replica) as probe:
+                replica(*inputs, **kwargs)
+            births = probe.births
+        except Exception:
+            births = []
+        finally:
+            self._replaying = False
+        step = self.steps + 1
+        if births:
+            b = births[0]
+            self.findings.append(Finding(
+                "NUM001", f"At step {step} the first NaN/Inf was made in the forward pass by `{b.op}` in "
+                f"{b.site.describe()} (inputs {b.inputs[:2]}); replayed on a copy of the model.",
+                location=b.site.location("model"), evidence={"step": step, "op": b.op, "inputs": b.inputs,
+                                                             "produced": b.produced},
+                suggestions=["Guard the op (clamp, an epsilon, a stable fused function such as log_softmax)."]))
+        elif math.isfinite(loss_v) and bad:
+            where = "model." + bad[-1].rsplit(".", 1)[0] if "." in bad[-1] else "model"
+            self.findings.append(Finding(
+                "NUM002", f"At step {step} the loss was finite ({loss_v:.4g}) but the gradients of "
+                f"{len(bad)} parameters were NaN/Inf, first (nearest the loss) {bad[-1]}.",
+                location=where, evidence={"step": step, "loss": loss_v, "non_finite_grads": bad[:20]},
+                suggestions=["Look for sqrt/log/division at 0 in that module's forward; add an epsilon."]))
+        elif not math.isfinite(loss_v):
+            self.findings.append(Finding(
+                "NUM001", f"At step {step} the loss was {loss_v}; the model's forward replays finite, so the "
+                "NaN/Inf is made in the loss computation.", location="loss",
+                evidence={"step": step, "loss": str(loss_v)},
+                suggestions=["Use a fused loss (cross_entropy, BCEWithLogitsLoss) or add an epsilon to logs."]))
+
+    # ----- errors and the end -----------------------------------------------------------------------
+    def on_error(self, exc: BaseException) -> None:
+        self.error = exc
+        info = classify(exc, "forward" if self._failing is not None else "training")
+        code = {"shape": "RUN001", "dtype": "RUN002", "device": "RUN003", "memory": "RUN004",
+                "targets": "DAT003"}.get(info.kind, "RUN005")
+        location = info.source or "script"
+        if self._failing is not None:
+            location = self._module_path(self._failing) or location
+        self.findings.append(Finding(code, f"The training script crashed: {info.summary}"
+                                     + (f" (at {info.source}: `{info.source_line}`)" if info.source else ""),
+                                     location=location, evidence={"error": info.summary, "source": info.source}))
+
+    def _module_path(self, target: nn.Module) -> str | None:
+        for w in self._roots.values():
+            root = w.ref()
+            if root is None:
+                continue
+            for name, m in root.named_modules():
+                if m is target:
+                    return f"model.{name}".rstrip(".")
+        return None
+
+    def on_run_end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._judge_modes()
+        self._judge_gradients()
+        self.findings.extend(live_curve.judge(self.losses, self.grad_norms))
+
+    def _judge_modes(self) -> None:
+        if self._root_eval_steps:
+            names = sorted(self._eval_training_steps)
+            self.findings.append(Finding(
+                "MOD001", f"{self._root_eval_steps} of {self.steps} optimizer steps ran with the model in eval "
+                f"mode: dropout/batch-norm layers {', '.join('model.' + n for n in names[:5]) or '(none)'} "
+                "behave as in evaluation while training.", location="model",
+                evidence={"steps_in_eval": self._root_eval_steps, "steps": self.steps, "modules": names[:20]},
+                suggestions=["Call model.train() at the start of every training epoch (after validation)."]))
+        if self._train_mode_evals:
+            calls = sum(self._train_mode_evals.values())
+            names = sorted(self._train_mode_evals)
+            self.findings.append(Finding(
+                "MOD002", f"{calls} forward passes without gradients (evaluation) ran with the model in train "
+                f"mode: {', '.join('model.' + n for n in names[:5])} used training behaviour.",
+                location="model", evidence={"forwards": calls, "modules": names[:20]},
+                suggestions=["Call model.eval() before evaluating, and model.train() afterwards."]))
+
+    def _judge_gradients(self) -> None:
+        if self._stale_steps >= 2:
+            self.findings.append(Finding(
+                "GRD005", f"In {self._stale_steps} of {self.steps} optimizer steps the gradients of the previous "
+                "step were still in .grad when backward ran: gradients are never zeroed, they accumulate.",
+                location="optimizer", evidence={"stale_steps": self._stale_steps, "steps": self.steps},
+                suggestions=["Call optimizer.zero_grad() once per step (before backward)."]))
+        owned = set().union(*(s["ids"] for s in self._optimizers.values())) if self._optimizers else set()
+        for w in self._roots.values():
+            root = w.ref()
+            if root is None or not w.trained or not self._optimizers:
+                continue
+            orphans = [name for name, p in root.named_parameters() if p.requires_grad and id(p) not in owned]
+            if orphans:
+                total = sum(1 for p in root.parameters() if p.requires_grad)
+                self.findings.append(Finding(
+                    "GRD002", f"{len(orphans)} of {total} trainable parameters of the model are in no optimizer, "
+                    f"so they never change: {', '.join(orphans[:5])}.",
+                    location="model." + orphans[0].rsplit(".", 1)[0] if "." in orphans[0] else "model",
+                    evidence={"not_in_optimizer": orphans[:50], "trainable": total},
+                    suggestions=["Build the optimizer from model.parameters() of the model you train."]))
+        for state in self._optimizers.values():
+            if state.get("changed") == 0 and state.get("with_grad"):
+                self.findings.append(Finding(
+                    "GRD002", f"The optimizer stepped but changed none of the {state['with_grad']} parameters "
+                    "that had gradients (learning rate 0, or every update masked).", location="optimizer",
+                    evidence={"params_with_grad": state["with_grad"]},
+                    suggestions=["Check the learning rate and the optimizer's parameter groups."]))
+
+    def report(self) -> Report:
+        """The findings so far (call after the loop; the context manager judges on exit)."""
+        if not self._ended:
+            self.on_run_end()
+        checks = [CheckRecord("monitor", "failed" if any(f.severity.value != "info" for f in self.findings)
+                              else "passed", time.monotonic() - self._started, f"{self.steps} optimizer steps", "run")]
+        return Report(findings=list(self.findings), checks=checks,
+                      meta={"steps": self.steps, "extras": {"loss_curve": live_curve.downsample(self.losses)}})

@@ -1,0 +1,94 @@
+"""Reading a live training curve (minibatch losses of a real run): smoothed, robust to ordinary
+minibatch noise and learning-rate schedules. Used by the Monitor; the single-batch experiment has
+its own, stricter reader.
+
+Windows of medians, not single steps, carry every verdict, and each verdict needs the run to have
+never improved, so a noisy but learning run stays silent.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+
+from nndoctor.findings import Finding
+
+MIN_STEPS = 30
+
+
+def downsample(values: list[float], points: int = 200) -> list[float]:
+    if len(values) <= points:
+        return list(values)
+    stride = len(values) / points
+    return [values[int(i * stride)] for i in range(points)]
+
+
+def _window_medians(values: list[float], width: int) -> list[float]:
+    return [statistics.median(values[i:i + width]) for i in range(0, len(values) - width + 1, width)]
+
+
+def judge(losses: list[float], grad_norms: list[float]) -> list[Finding]:
+    findings: list[Finding] = []
+    bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+    if bad is not None:
+        findings.append(Finding("OFB002", f"The loss became non-finite ({losses[bad]}) at step {bad + 1} after "
+                                f"starting at {losses[0]:.4g}: numerics, or a learning rate far too high.",
+                                location="loss curve", evidence={"step": bad + 1, "curve": downsample(losses[:bad + 1])},
+                                suggestions=["Lower the learning rate 10x; see the NUM findings for where it began."]))
+        return findings
+    findings += _gradient_growth(grad_norms)
+    n = len(losses)
+    if n < MIN_STEPS:
+        return findings
+    width = max(5, n // 10)
+    medians = _window_medians(losses, width)
+    first, last, best = medians[0], medians[-1], min(medians)
+    scale = max(abs(first), 1e-8)
+    never_improved = best >= first - 0.03 * scale
+    evidence = {"steps": n, "first": first, "last": last, "best": best, "curve": downsample(losses)}
+    start = losses[0]  # the untrained loss: an explosion in the first steps hides in the first window
+    if last > start + 10 * max(abs(start), 1e-8) and best > start:
+        findings.append(Finding("OFB002", f"The loss explodes: from {start:.4g} at the first step to a median of "
+                                f"{last:.4g} over the last {width} of {n} steps.", location="loss curve",
+                                evidence={**evidence, "start": start},
+                                suggestions=["Lower the learning rate 10-100x, or add gradient clipping."]))
+    elif last > first + 0.3 * scale and never_improved and _rising(medians):
+        findings.append(Finding("OFB001", f"The loss goes up steadily, from {first:.4g} to {last:.4g} over {n} "
+                                "steps, and never improves: a flipped sign (gradient ascent, maximize=True, a "
+                                "negated update) or a learning rate far too high.", location="loss curve",
+                                evidence=evidence, suggestions=["Check the sign of the loss and of manual updates."]))
+    elif never_improved and n >= 2 * MIN_STEPS:
+        half = losses[n // 2:]
+        spread = (sorted(half)[int(0.9 * len(half))] - sorted(half)[int(0.1 * len(half))]) / scale
+        if spread > 1.0:
+            findings.append(Finding("OFB003", f"The loss oscillates (the middle 80% of the last {len(half)} losses "
+                                    f"spans {spread:.1f}x its level) and never improves on {first:.4g}.",
+                                    location="loss curve", evidence={**evidence, "spread": spread},
+                                    suggestions=["Lower the learning rate; check that labels match their inputs."]))
+        else:
+            findings.append(Finding("OFB004", f"The loss plateaus: after {n} steps its best window median "
+                                    f"{best:.4g} is no better than the first {first:.4g}.", location="loss curve",
+                                    evidence=evidence,
+                                    suggestions=["Raise the learning rate, lower regularisation, and check the "
+                                                 "loss and data pipeline (nndoctor check runs those checks)."]))
+    return findings
+
+
+def _rising(medians: list[float]) -> bool:
+    ups = sum(b > a for a, b in zip(medians, medians[1:]))
+    return ups >= 0.7 * (len(medians) - 1)
+
+
+def _gradient_growth(norms: list[float]) -> list[Finding]:
+    finite = [v for v in norms if math.isfinite(v)]
+    if len(finite) < 10:
+        return []
+    early = statistics.median(finite[:5])
+    peak = max(finite[5:])
+    if early > 0 and peak > 1e3 * early and peak > 1e2:
+        step = norms.index(peak) + 1
+        return [Finding("GRD003", f"The gradient norm grew from {early:.3g} (first steps) to {peak:.3g} at step "
+                        f"{step}: exploding gradients.", location="gradients",
+                        evidence={"early_norm": early, "peak_norm": peak, "step": step, "grad_norms": downsample(norms)},
+                        suggestions=["Clip gradients (torch.nn.utils.clip_grad_norm_), lower the learning rate, "
+                                     "or add normalisation layers."])]
+    return []

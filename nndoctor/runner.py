@@ -1,0 +1,56 @@
+"""`nndoctor run SCRIPT ARGS`: execute an unmodified training script under the Monitor.
+
+The script runs as ``python SCRIPT ARGS`` would: ``__name__ == "__main__"``, the same ``sys.argv``,
+``sys.path[0]`` set to the script's folder, the same working directory, its own stdout/stderr, and
+its exit status kept. The report is printed after the script's own output.
+"""
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+import traceback
+
+from nndoctor.monitor import Monitor, StopTraining
+
+
+def run_script(script: str, args: list[str], *, max_steps: int | None = None, json_path: str | None = None,
+               html_path: str | None = None) -> int:
+    from nndoctor.cli import emit_report
+
+    script_path = os.path.abspath(script)
+    saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
+    sys.argv = [script] + list(args)
+    if sys.path:
+        sys.path[0] = os.path.dirname(script_path)
+    else:
+        sys.path.insert(0, os.path.dirname(script_path))
+    status = 0
+    note = ""
+    monitor = Monitor(max_steps=max_steps)
+    try:
+        with monitor:
+            runpy.run_path(script_path, run_name="__main__")
+    except StopTraining:
+        note = f"stopped after {max_steps} optimizer steps (--max-steps)"
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        note = "interrupted (Ctrl-C)"
+        status = 130
+    except BaseException as exc:  # the script crashed: show its traceback as python would, keep status 1
+        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next, file=sys.stderr)
+        status = 1
+    finally:
+        sys.argv = saved_argv
+        if saved_path0 is not None:
+            sys.path[0] = saved_path0
+    sys.stdout.flush()
+    report = monitor.report()
+    report.meta.update({"script": script, "args": list(args), "script_exit_status": status, "note": note})
+    title = f"nndoctor run {script}" + (f" ({note})" if note else "")
+    found = emit_report(report, json_path, html_path, title=title)
+    # The script's own failure wins; otherwise an error finding makes the exit status 1, as for check.
+    return status if status else found
