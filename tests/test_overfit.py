@@ -21,8 +21,10 @@ from nndoctor.probes.grad_stats import GradReach, GradStats
 from nndoctor.probes.repeat_read import read_twice
 from nndoctor.probes.single_batch import TaskMeter, Trainer, Variant, descent_check
 
+from cases.clean_models import CLEAN
 from cases.data_sources import digits
 from cases.ofb_cases import _digits
+from helpers import clean_report, run_checked
 
 
 # ----- curve shapes ------------------------------------------------------------------------------------
@@ -212,7 +214,7 @@ def test_a_final_softmax_before_cross_entropy_is_removed_on_a_copy_and_verified(
     assert fixed["after"]["task_loss"]["end"] < 0.5 * fixed["before"]["task_loss"]["end"]
     assert "model.3 (Softmax) replaced by nn.Identity" in finding.message
     assert isinstance(model[3], nn.Softmax)  # the user's model is untouched
-    assert "LOS001 fixed" in ctx.extras["overfit"]["curves"]
+    assert any(label.startswith("LOS001 fix") for label in ctx.extras["overfit"]["curves"])
 
 
 # ----- the learning-rate range test ------------------------------------------------------------------------
@@ -227,9 +229,15 @@ def test_range_test_suggestion_does_not_change_with_the_seed():
     assert len(suggestions) == 1, suggestions
 
 
-def test_update_ratio_is_measured_per_layer_for_the_report():
-    from helpers import run_checked
+@pytest.mark.parametrize("name", sorted(CLEAN))
+def test_every_clean_model_overfits_one_batch(name):
+    report = clean_report(name)  # the full playbook, shared with test_clean_models
+    assert report.by_code("OFB000"), [(f.code, f.message) for f in report.findings if f.code[:3] in ("OFB", "GRD")]
+    loud = [f.code for f in report.findings if f.code[:3] in ("OFB", "GRD") and f.severity.value != "info"]
+    assert not loud
 
+
+def test_update_ratio_is_measured_per_layer_for_the_report():
     report = run_checked(_digits(lambda p: torch.optim.Adam(p, lr=1e-3)), select=["GRD", "OFB"])
     layers = report.meta["extras"]["gradients"]["layers"]
     assert [row["name"] for row in layers] == ["model.0", "model.2"]

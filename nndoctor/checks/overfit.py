@@ -144,8 +144,8 @@ def _start(ctx: Context) -> Experiment | str:
     grads, baseline.stats = baseline.stats, None  # later extensions of the baseline are not measured
     exp = Experiment(ctx, batch, samples, kind, now + share, baseline, baseline.steps, grads)
     exp.runs[baseline.variant.label] = baseline
-    exp.keep_curve("as given", baseline)
-    ctx.extras["overfit"] = {"ylabel": "loss", "curves": exp.curves, "samples": samples}
+    exp.keep_curve("baseline (as given)", baseline)
+    ctx.extras["overfit"] = {"ylabel": "loss (as optimised)", "curves": exp.curves, "samples": samples}
     return exp
 
 
@@ -449,7 +449,7 @@ def _too_fast(ctx: Context, exp: Experiment, shape: curve.Shape, code: str) -> N
             message += " " + sweep.sentence()
         suggestions.append(f"Lower the learning rate to about {_g(c.lr)} (or add warm-up / gradient clipping).")
         evidence["verified_fix"] = _comparison(base, c, f"with lr {_g(c.lr)}")
-        exp.keep_curve(f"lr {_g(c.lr)}", c)
+        exp.keep_curve(f"confirmation: lr {_g(c.lr)}", c)
     elif code == "OFB002":
         lowest = min(exp.lower_rates_tried, default=0)
         tried = f"even with lr {_g(base.lr * 10.0**lowest)} ({10 ** -lowest:g}x lower)" if lowest < 0 else ""
@@ -516,7 +516,7 @@ def _stalls(ctx: Context, exp: Experiment, shape: curve.Shape) -> None:
         if result["verified"]:
             unblocked.append(f"{change} ({_outcome_words(trainer)})")
             suggestions.append(advice)
-            exp.keep_curve(trainer.variant.label, trainer)
+            exp.keep_curve(f"confirmation: {change}", trainer)
     evidence["tried"] = tried
     if unblocked:
         message += " Confirmed by changing one thing at a time on a copy: it unblocks " + "; ".join(unblocked) + "."
@@ -596,8 +596,8 @@ def _verify(exp: Experiment, finding: Finding, trial: fixes.FixTrial) -> None:
     finding.message += (f" Verified on a copy (one batch, {min(before.steps, after.steps)} steps): before: "
                         f"{_outcome_words(before, steps)}; {trial.description}: {_outcome_words(after, steps)}.")
     if trial.before is not None:
-        exp.keep_curve(f"{finding.code} before", before)
-    exp.keep_curve(f"{finding.code} fixed", after)
+        exp.keep_curve(f"{finding.code} before: {trial.before.label}", before)
+    exp.keep_curve(f"{finding.code} fix: {trial.description}", after)
 
 
 def _comparison(before: Trainer, after: Trainer, description: str, steps: int | None = None) -> dict[str, Any]:
