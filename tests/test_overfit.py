@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import nndoctor
+from nndoctor.catalogue import Severity
 from nndoctor.checks.overfit import experiment, lr_range, verify_fixes
 from nndoctor.context import Context
 from nndoctor.probes import curve
@@ -207,7 +208,8 @@ def test_a_final_softmax_before_cross_entropy_is_removed_on_a_copy_and_verified(
     model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10), nn.Softmax(dim=1))
     ctx = Context(nndoctor.Setup(model=model, train_data=train, loss_fn=nn.CrossEntropyLoss()))
     ctx.run_ok = True
-    finding = SimpleNamespace(code="LOS001", location="model.3", evidence={}, message="Softmax before CE.")
+    finding = SimpleNamespace(code="LOS001", location="model.3", evidence={}, message="Softmax before CE.",
+                              severity=Severity.ERROR)
     verify_fixes(ctx, [finding])
     fixed = finding.evidence["verified_fix"]
     assert fixed["verified"], fixed
@@ -246,3 +248,23 @@ def test_update_ratio_is_measured_per_layer_for_the_report():
     ofb = report.by_code("OFB000")[0]
     assert ofb.evidence["curve"][0] == pytest.approx(ofb.evidence["loss"]["start"], rel=1e-2)
     assert len(ofb.evidence["curve"]) == len(ofb.evidence["curve_steps"]) <= 100
+
+
+@pytest.mark.parametrize("build, code", [
+    (lambda: _digits(lambda p: torch.optim.Adam(p, lr=1e-3, maximize=True)), "OFB001"),
+    (lambda: _digits(lambda p: torch.optim.SGD(p, lr=10.0)), "OFB002"),
+    (lambda: _digits(lambda p: torch.optim.Adam(p, lr=1e-3, weight_decay=10.0)), "OFB004"),
+])
+def test_the_reading_comes_with_the_fix_verified(build, code):
+    report = run_checked(build(), select=["OFB"])
+    fixed = report.by_code(code)[0].evidence["verified_fix"]
+    assert fixed["verified"] and fixed["after"]["converged_at"] is not None
+    assert fixed["before"]["converged_at"] is None
+
+
+def test_an_optimizer_built_for_another_model_is_rebuilt_and_verified():
+    from cases.grd_cases import _optimizer_for_another_model
+
+    report = run_checked(_optimizer_for_another_model(fixed=False), select=["GRD"])
+    finding = report.by_code("GRD002")[0]
+    assert finding.evidence["verified_fix"]["verified"] and "Verified on a copy" in finding.message

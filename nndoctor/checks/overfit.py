@@ -25,6 +25,7 @@ from torch import nn
 
 from nndoctor import data as D
 from nndoctor import fixes
+from nndoctor.catalogue import Severity
 from nndoctor.checks import SkipCheck, check
 from nndoctor.context import Context
 from nndoctor.findings import Finding
@@ -331,7 +332,7 @@ def overfit_one_batch(ctx: Context) -> None:
                             "give a larger --budget to overfit one batch")
         else:
             _stalls(ctx, exp, shape)
-    verify_fixes(ctx, [f for f in ctx.findings if not f.code.startswith(("OFB", "GRD"))])
+    verify_fixes(ctx, list(ctx.findings))
     exp.release(keep=base)  # the gradient-flow check still reads the baseline's model and optimizer
 
 
@@ -422,7 +423,7 @@ def _non_finite_from_the_start(ctx: Context, exp: Experiment) -> None:
 
 
 def _too_fast(ctx: Context, exp: Experiment, shape: curve.Shape, code: str) -> None:
-    """OFB002/OFB003: confirm with the range test that a lower learning rate converges."""
+    """OFB002/OFB003: confirm that a lower learning rate reaches the goal and stays (then it is the rate)."""
     base = exp.baseline
     steps = exp.baseline_steps
     if code == "OFB002":
@@ -547,7 +548,7 @@ def _unblocking_runs(ctx: Context, exp: Experiment, sweep: LrRange | None):
     if _has_dropout(base.model) and exp.time_left() > 0:
         yield "without dropout", "Lower the dropout rate.", exp.run(Variant(label="dropout off", edit=_no_dropout))
     for finding in list(ctx.findings):
-        trial = fixes.trial_for(ctx, finding) if not finding.code.startswith(("OFB", "GRD")) else None
+        trial = _trial(ctx, finding)
         if trial is not None and trial.before is None and exp.time_left() > 0:
             yield (f"{trial.description} ({finding.code})", f"Fix {finding.code} at {finding.location}.",
                    exp.run(trial.after))
@@ -570,14 +571,25 @@ def _no_dropout(model: nn.Module) -> None:
 def verify_fixes(ctx: Context, findings: list[Finding]) -> None:
     """For each finding with a mechanical fix (``nndoctor.fixes``), run the single-batch experiment
     with and without it and attach both curves to the finding."""
-    pending = [(f, t) for f in findings if "verified_fix" not in f.evidence and (t := fixes.trial_for(ctx, f))]
-    if not pending:
-        return
-    exp = experiment(ctx)
-    for finding, trial in pending:
+    for finding in findings:
+        trial = _trial(ctx, finding) if "verified_fix" not in finding.evidence else None
+        if trial is None:
+            continue
+        exp = experiment(ctx)
         if exp.time_left() <= 0:
             break
         _verify(exp, finding, trial)
+
+
+def _trial(ctx: Context, finding: Finding) -> fixes.FixTrial | None:
+    """The mechanical fix of an error or warning, if it has one that fits this model (OFB findings
+    are confirmed by their own experiments)."""
+    if finding.code.startswith("OFB") or finding.severity == Severity.INFO:
+        return None
+    try:
+        return fixes.trial_for(ctx, finding)
+    except Exception:  # noqa: BLE001 - the fix does not apply to this model; the finding stands as it is
+        return None
 
 
 def _verify(exp: Experiment, finding: Finding, trial: fixes.FixTrial) -> None:
