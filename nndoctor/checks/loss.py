@@ -96,8 +96,9 @@ def _probabilities_into_logits(ctx: Context, call: LossCall) -> bool:
         c = x.shape[_class_dim(x)] if x.ndim else 1
         floor = math.log(c - 1 + math.e) - 1  # the loss of a one-hot probability row on the right class
         what = "its rows lie in [0, 1] and sum to 1, so they are probabilities, not logits" if rows else "probabilities, not logits"
-        consequence = (f"CrossEntropyLoss applies log-softmax itself, so softmax runs twice: however well the model "
-                       f"learns, the loss cannot go below {floor:.2f} (instead of 0) and the gradients are squashed.")
+        consequence = (f"CrossEntropyLoss applies log-softmax itself and needs unbounded logits; squeezed into [0, 1], "
+                       f"the loss cannot go below {floor:.2f} however well the model learns (instead of 0), and the "
+                       "gradients are squashed.")
         fixes = ["CrossEntropyLoss takes raw logits: return them from the model and apply softmax only "
                  "when you need probabilities (at inference)."]
         evidence = {"classes": c, "loss_floor": round(floor, 4)}
@@ -170,7 +171,7 @@ def _single_unit(ctx: Context, call: LossCall) -> bool:
     else:
         what = (f"{_loss_name(call)} gets one output unit ({_shape(x)}): over a single class its softmax is always 1, "
                 "so the loss is constant and gives no gradient")
-    ctx.emit("LOS003", f"{what[0].upper() + what[1:]}; the loss is {float(call.value.float().mean()):.4g} whatever the "
+    ctx.emit("LOS003", f"{_sentence(what)}; the loss is {float(call.value.float().mean()):.4g} whatever the "
                        "model does.",
              location=_where(ctx, call, origin if normalised_one else None),
              evidence={"loss": MODULE_OF[call.name], "input_shape": list(x.shape), "value": float(call.value.float().mean())},
@@ -239,7 +240,7 @@ def _relu_before_logits(ctx: Context, call: LossCall) -> bool:
         severity = "warning"
     x = call.input
     zeros = float((x == 0).float().mean())
-    ctx.emit("LOS003", f"{_loss_name(call)} takes raw logits, but its input comes from {origin.site.describe()} "
+    ctx.emit("LOS003", f"{_loss_name(call)} takes raw logits, but its input comes from {origin.site.describe()}"
                        f", which makes {zeros:.0%} of the logits exactly 0: {consequence}.",
              location=_where(ctx, call, origin), severity=severity,
              evidence={"activation": origin.op, "zero_logits": zeros, "loss": MODULE_OF[call.name]},
@@ -313,10 +314,14 @@ def _explained(ctx: Context) -> set[int]:
 # Untrained classifiers land near the uniform loss (ln C): a loss above it by more than max(1, itself)
 # means confident random predictions. Clean models start within +-20% of it.
 CLASS_SLACK = 1.0
-# Regression: an untrained output near 0 gives the target variance plus the squared target mean. Four times
-# the variance means targets centred about two spreads away from 0 (unscaled prices, scores): with Adam
-# the output bias walks there at about lr per step. Clean models start at 1-2x.
-SCALE_RATIO = {"mse_loss": 4.0, "l1_loss": 2.0, "smooth_l1_loss": 2.0, "huber_loss": 2.0}
+# Regression: an untrained output near 0 gives the target variance plus the squared target mean (and
+# the outputs' own spread). Ten times the variance means targets centred over three spreads away from 0
+# (temperatures in kelvin); four times with targets in the tens or more (raw prices, scores) is as bad,
+# because with Adam the output walks there at about lr per step. Clean models start at 1-2x; counts or
+# house prices in units of 100k (mean about two spreads, values near 1) stay below. L1-type losses grow
+# with the offset, not its square.
+FAR = {"mse_loss": (10.0, 4.0), "l1_loss": (3.5, 2.0), "smooth_l1_loss": (3.5, 2.0), "huber_loss": (3.5, 2.0)}
+LARGE_TARGETS = 10.0  # root-mean-square target from which a moderate offset already counts
 
 
 @check("initial-loss", step="bugs", codes=("LOS004",))
@@ -335,8 +340,10 @@ def initial_loss(ctx: Context) -> None:
         expected, words = reference
         if not (math.isfinite(value) and math.isfinite(expected)):
             continue
-        if call.name in SCALE_RATIO:
-            far = expected > 1e-12 and value > SCALE_RATIO[call.name] * expected
+        if call.name in FAR:
+            ratio = value / expected if expected > 1e-12 else 0.0
+            large = float(call.target.float().pow(2).mean().sqrt()) > LARGE_TARGETS
+            far = ratio > FAR[call.name][0] or (large and ratio > FAR[call.name][1])
         else:
             far = value > expected + max(CLASS_SLACK, expected)
         if far:
@@ -370,7 +377,7 @@ def _report_initial_loss(ctx: Context, call: LossCall, value: float, expected: f
     x, y = call.input.float(), call.target
     evidence: dict[str, Any] = {"initial_loss": value, "expected": expected, "loss": MODULE_OF[call.name],
                                 "output_mean": float(x.mean()), "output_std": float(x.std()) if x.numel() > 1 else 0.0}
-    if call.name in REGRESSION:
+    if call.name in FAR:
         yf = y.float()
         evidence.update(target_mean=float(yf.mean()), target_std=float(yf.std()) if yf.numel() > 1 else 0.0)
         cause = (f"The targets have mean {evidence['target_mean']:.4g} and spread {evidence['target_std']:.4g} while the "
@@ -432,6 +439,11 @@ def _where(ctx: Context, call: LossCall, origin: Origin | None) -> str:
 
 def _from(origin: Origin | None) -> str:
     return f" (made by {origin.op} in {origin.site.describe()})" if origin is not None else ""
+
+
+def _sentence(text: str) -> str:
+    """Capitalised to start a sentence, unless it starts with a module path ("model.3")."""
+    return text if text.startswith("model") else text[0].upper() + text[1:]
 
 
 def _loss_name(call: LossCall) -> str:

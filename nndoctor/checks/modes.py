@@ -145,11 +145,16 @@ def batchnorm_batch_size(ctx: Context) -> None:
     crashing = [p for p, v in per_channel.items() if v == 1]
     first = crashing[0] if crashing else next(iter(layers))
     names = ", ".join(f"{_name(p)} ({type(layers[p][0]).__name__})" for p in layers)
-    where = ("the last batch of every epoch" if smallest == sizes.last and smallest != sizes.batch_size
-             else "every batch")
-    message = (f"{where[0].upper() + where[1:]} has {smallest} sample{'s' if smallest > 1 else ''} "
-               f"({sizes.samples} samples, {sizes.how}), and batch-norm in train mode normalises with the "
-               f"statistics of the batch: {names}.")
+    remainder = smallest == sizes.last and smallest != sizes.batch_size  # the partial last batch
+    plural = "s" if smallest > 1 else ""
+    if not remainder:
+        batches = f"Every batch has {smallest} sample{plural}"
+    elif sizes.batch_size < TINY:
+        batches = f"Every batch has {sizes.batch_size} samples and the last one {smallest}"
+    else:
+        batches = f"The last batch of every epoch has {smallest} sample{plural}"
+    message = (f"{batches} ({sizes.samples} samples, {sizes.how}), and batch-norm in train mode normalises with "
+               f"the statistics of the batch: {names}.")
     if crashing:
         message += (f" With one value per channel, {_name(crashing[0])} raises \"Expected more than 1 value per "
                     "channel when training\": training crashes at that batch.")
@@ -157,11 +162,11 @@ def batchnorm_batch_size(ctx: Context) -> None:
         message += (" Statistics of so few samples are noise, and they update the running averages that "
                     "evaluation uses.")
     fixes = []
-    if where != "every batch":
+    if remainder:
         fixes.append(f"`DataLoader(..., drop_last=True)` drops the last batch of {smallest} "
-                     f"({sizes.samples} = {sizes.samples // sizes.batch_size} x {sizes.batch_size} + {sizes.last}).")
-        fixes.append(f"Or pick a batch size that leaves no tiny remainder of {sizes.samples} samples.")
-    else:
+                     f"({sizes.samples} = {sizes.samples // sizes.batch_size} x {sizes.batch_size} + {sizes.last}), "
+                     "or pick a batch size that leaves no tiny remainder.")
+    if sizes.batch_size < TINY:
         fixes.append("Use a larger batch.")
     fixes.append("Or replace batch-norm with GroupNorm/LayerNorm, which do not depend on the batch.")
     ctx.emit("MOD003", message, location=_name(first), severity="error" if crashing else None,

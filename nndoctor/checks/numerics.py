@@ -25,7 +25,7 @@ from nndoctor.probes.op_trace import Risk
 
 # ----- NUM001 / NUM002 -------------------------------------------------------------------------------
 
-GUARD_STEPS = 5  # NaN from a bad op shows in the first step; from a growing overflow within a few
+GUARD_STEPS = 3  # NaN from a bad op shows in the first step; from a growing overflow within a few
 
 # Why an op makes NaN/Inf, and the guard that avoids it.
 _OP_HINTS = {
@@ -57,7 +57,7 @@ def first_non_finite(ctx: Context) -> None:
     if bad:
         _report_bad_parameters(ctx, bad)
         return
-    deadline = time.monotonic() + min(5.0, 0.05 * ctx.budget.remaining())
+    deadline = time.monotonic() + min(1.0, 0.02 * ctx.budget.remaining())  # at least one step, however slow
 
     def step_loss(m: torch.nn.Module) -> torch.Tensor:
         return ctx.loss_of(m, batch)[0]
@@ -135,7 +135,8 @@ def _report_backward(ctx: Context, birth: Birth, guard) -> None:
 
 
 def _report_bad_parameters(ctx: Context, names: list[str]) -> None:
-    ctx.emit("NUM001", f"The model's parameters already hold NaN/Inf before any training: {', '.join(names[:5])}"
+    ctx.emit("NUM001", f"The model's parameters already hold NaN/Inf before any training: "
+                       f"{', '.join('model.' + n for n in names[:5])}"
                        f"{f' and {len(names) - 5} more' if len(names) > 5 else ''}. Every forward pass through them is "
                        "non-finite.",
              location=f"model.{names[0].rpartition('.')[0]}".rstrip("."), evidence={"parameters": names},
@@ -145,7 +146,8 @@ def _report_bad_parameters(ctx: Context, names: list[str]) -> None:
 def _report_bad_update(ctx: Context, names: list[str], guard) -> None:
     step = guard.trip_step
     ctx.emit("NUM002", f"The gradients of training step {step} were finite (norm {guard.grad_norms[step - 1]:.3g}), but "
-                       f"the optimizer's update made parameters NaN/Inf: {', '.join(names[:5])}.{_history(guard)}",
+                       f"the optimizer's update made parameters NaN/Inf: {', '.join('model.' + n for n in names[:5])}."
+                       f"{_history(guard)}",
              location="optimizer", evidence={"parameters": names, "step": step, "losses": guard.losses,
                                              "grad_norms": guard.grad_norms},
              suggestions=["Check the optimizer's settings: a learning rate of inf or huge, or `eps=0` in Adam "
@@ -260,7 +262,7 @@ def _report_risk(ctx: Context, risk: Risk, location: str) -> None:
 DEAD = 0.5  # share of a layer's units that never activate; a default-initialised layer has a few percent
 SATURATED = 0.5  # share of a sigmoid/tanh layer's outputs at its flat ends; default inits have ~0
 MIN_UNITS = 8  # smaller layers (output units, gates) are judged by the loss checks instead
-SAMPLES = 256  # samples to look at: a unit that fires on none of them is dead for the data
+SAMPLES = 128  # samples to look at: a unit that fires on none of them is dead for the data
 
 
 @check("activation-health", step="bugs", codes=("NUM004", "NUM005"))
@@ -288,9 +290,11 @@ def activation_health(ctx: Context) -> None:
     sites = [s for s in stats.results() if s.units >= MIN_UNITS]
     if not sites:
         raise SkipCheck("no ReLU, sigmoid or tanh layer with at least 8 units")
+    names = [s.site.location(_outside(ctx)) for s in sites]
+    names = [f"{n} (call {names[:i].count(n) + 1})" if names.count(n) > 1 else n for i, n in enumerate(names)]
     ctx.extras["activations"] = {"layers": [
-        {"name": s.site.location(_outside(ctx)), "dead_fraction": s.dead_fraction if s.kind == "relu" else None,
-         "saturated_fraction": s.saturated_fraction if s.kind != "relu" else None} for s in sites]}
+        {"name": name, "dead_fraction": s.dead_fraction if s.kind == "relu" else None,
+         "saturated_fraction": s.saturated_fraction if s.kind != "relu" else None} for name, s in zip(names, sites)]}
     for s in sorted(sites, key=lambda s: -max(s.dead_fraction, s.saturated_fraction)):  # the worst layer first
         if s.kind == "relu" and s.dead_fraction > DEAD:
             _report_dead(ctx, s, seen)
