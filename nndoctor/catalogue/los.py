@@ -8,9 +8,12 @@ CODES = [
         severity=Severity.ERROR,
         summary="Softmax/sigmoid outputs fed to a loss that expects logits (CrossEntropyLoss, BCEWithLogitsLoss).",
         what="""
-The model's outputs are already probabilities (rows in [0, 1] summing to 1, or every value in
-(0, 1)) and they go to a loss that applies softmax or sigmoid itself. nndoctor names the final
-module (or line) that produced them.
+The input of a loss that applies softmax or sigmoid itself (`CrossEntropyLoss`,
+`BCEWithLogitsLoss`) is already probabilities. nndoctor traces one forward pass and the loss of the
+untrained model, finds the real loss call inside your `loss_fn` (a module, `F.cross_entropy` or a
+lambda), and judges its input: made by a softmax or sigmoid (`nn.Softmax`, `F.softmax`, `.sigmoid()`,
+or `exp(x) / exp(x).sum()` by hand), or rows in [0, 1] summing to 1. The finding names the layer
+(`model.3`) or the line of the forward or loss that made them.
 """,
         why="""
 Softmax is applied twice: the loss can only move within a narrow range, gradients shrink, and the
@@ -33,7 +36,9 @@ logits. Apply softmax only when you need probabilities at inference time.
         summary="A loss that expects log-probabilities (NLLLoss, KLDivLoss) gets logits or probabilities.",
         what="""
 `NLLLoss` and `KLDivLoss` expect log-probabilities (values <= 0 whose exp sums to 1 per row). The
-inputs are raw logits or probabilities instead.
+input of the traced loss call is raw logits (positive values), probabilities (rows in [0, 1] summing to
+1), or values <= 0 that are not normalised (e.g. `logsigmoid`). An input made by `log_softmax` is
+never reported.
 """,
         why="NLLLoss on logits is minimised by making one logit huge, not by learning the classes: the loss is meaningless.",
         example="""
@@ -49,9 +54,17 @@ loss = nn.NLLLoss()(model(x), y)
         severity=Severity.ERROR,
         summary="The loss or the output activation does not fit the targets.",
         what="""
-The loss or the output activation cannot represent the targets: MSE on class indices,
-cross-entropy on continuous targets, BCE on multi-class indices, a sigmoid output for regression
-targets outside (0, 1), a ReLU right before a logits loss, softmax over a single unit.
+The loss or the output activation cannot represent the targets, judged on the traced loss call of
+the first batch:
+- an output activation whose range misses more than 1% of the targets of a regression loss
+  (sigmoid for targets outside [0, 1], tanh outside [-1, 1], ReLU for negative targets);
+- a softmax output against target rows that do not sum to 1 (several labels per sample);
+- a ReLU right before `BCEWithLogitsLoss` (sigmoid >= 0.5 always) or `CrossEntropyLoss` (warning);
+- softmax, or a class-index loss, over a single output unit: constant, no gradient;
+- cross-entropy with float targets that are not class distributions (continuous or multi-label);
+- BCE on class indices 0..K-1 with K > 2;
+- MSE/L1 on integer targets 0..K-1 with one output (warning: fine for ordered quantities; silent
+  with `Setup(task="regression")`).
 """,
         why="The model optimises something other than the task; it may train and still be useless.",
         example="""
@@ -72,8 +85,12 @@ or multi-label targets.
         summary="The untrained model's loss is far from what it should be (e.g. ln(C) for C classes).",
         what="""
 Before training, a well-initialised model predicts roughly uniform classes, so its cross-entropy is
-about ln(C) (the entropy of the class frequencies); for MSE it is about the target variance. The
-measured initial loss is far from that.
+about ln(C); for MSE it is about the target variance. nndoctor recomputes the traced loss call, with
+the same targets and options (class weights, label smoothing, soft targets, reduction), on an
+uninformed prediction: zero logits (uniform classes, 0.5 for BCE), or the mean target for regression.
+It reports when the untrained loss exceeds that by more than max(1, itself) for classification
+losses, or for regression when it is more than 10 times the target variance (4 times when the targets
+are in the tens or more); L1-type losses 3.5 and 2 times. Both numbers are in the message.
 """,
         why="""
 A far-off initial loss points to a bad initialisation, an output scale bug, a wrong loss reduction
@@ -83,6 +100,6 @@ or mis-scaled targets, and costs the first part of training.
 head = nn.Linear(128, 10); nn.init.normal_(head.weight, std=10.0)   # huge logits: loss ~ 40 instead of 2.3
 """,
         fix="Use the default initialisation (or scale the last layer down), check the loss's reduction and the target scale.",
-        ignore="For pretrained models, whose initial loss should be lower than chance.",
+        ignore="For pretrained models with a new head, whose logits may start large; `Setup(trained=True)` skips it.",
     ),
 ]

@@ -8,8 +8,13 @@ CODES = [
         severity=Severity.ERROR,
         summary="Training steps run with dropout/batch-norm in eval mode.",
         what="""
-Optimizer steps happen while modules whose behaviour depends on the mode (dropout, batch-norm) are
-in eval mode: the model, or some of its submodules, was left in eval mode. The finding names them.
+The model was handed over in eval mode (or some of its submodules were), and it contains modules
+whose behaviour depends on the mode: dropout, batch-norm and instance-norm with running statistics,
+multi-layer RNNs and attention with dropout, and your own modules whose forward reads
+`self.training`. A training loop that never calls `model.train()` trains them in eval mode. The
+finding names them. A whole model in eval mode is an error; a submodule in eval mode inside a trainable
+model is a warning; modules inside a frozen part (all its parameters `requires_grad=False`) are
+deliberate and stay silent, as does everything with `Setup(trained=True)`.
 """,
         why="""
 In eval mode dropout is off (no regularisation) and batch-norm normalises with running statistics
@@ -51,8 +56,12 @@ with torch.no_grad():
         severity=Severity.WARNING,
         summary="Batch-norm in train mode sees batches of size 1 (or tiny).",
         what="""
-A batch-norm layer in train mode receives batches of one (or very few) samples, typically the last
-batch of a loader whose dataset size is not a multiple of the batch size.
+A batch-norm layer in train mode receives batches of fewer than 4 samples, typically the last batch
+of a loader whose dataset size is not a multiple of the batch size. nndoctor reads the batch sizes of
+an epoch from the loader's settings (`batch_size`, `drop_last`, the number of samples; tensors and
+Datasets with `Setup(batch_size=...)`) without iterating it, and the batch-norm layers from step 1's
+forward pass. An error when a layer would get one value per channel (training crashes), a warning
+otherwise.
 """,
         why="""
 With one sample, BatchNorm1d crashes ("Expected more than 1 value per channel") and BatchNorm2d

@@ -8,8 +8,13 @@ CODES = [
         severity=Severity.ERROR,
         summary="NaN/Inf first produced in the forward pass, at this module and op.",
         what="""
-The first NaN or Inf of the step appeared in the forward pass. nndoctor replays the step with
-op-level instrumentation and names the module, the op and the range of its inputs.
+The first NaN or Inf appeared in the forward pass (or the loss). nndoctor runs three training steps
+on the first batch reading only the loss and the gradient norm; when one is not finite it replays that
+step with every op checked, and names the first op that made NaN out of NaN-free inputs (or Inf out of
+finite ones) whose values reached the loss: the op, the module, your source line and the range of the
+op's inputs (zeros, negatives). Infinities written on purpose (`masked_fill(mask, -inf)`) are not
+reported; the NaN that a fully masked softmax makes of them is. Parameters that already hold NaN are
+reported too.
 """,
         why="""
 One NaN spreads to every parameter in one optimizer step and the model is lost; the loss that
@@ -30,8 +35,12 @@ library functions (`log_softmax`, `logsumexp`), and check the inputs for NaN (DA
         severity=Severity.ERROR,
         summary="NaN/Inf first produced in the backward pass, at this module.",
         what="""
-The forward pass is finite, but a gradient becomes NaN or Inf in the backward pass, at the named
-module (for example the derivative of `sqrt` at 0 is infinite).
+The forward pass and the loss are finite, but a gradient becomes NaN or Inf in the backward pass. On
+the replayed step a hook on every node of the autograd graph finds the first node that made a
+non-finite gradient out of a finite incoming one (e.g. `SqrtBackward0`: the derivative of `sqrt` at 0
+is infinite), with the forward op that created it, its module, your line and its inputs' range. Also
+reported, at `optimizer`, when finite gradients give NaN/Inf parameters (a learning rate of inf, Adam
+with `eps=0`).
 """,
         why="The first optimizer step writes NaN into the parameters.",
         example="""
@@ -46,9 +55,12 @@ norm = torch.sqrt((x ** 2).sum(1))    # gradient of sqrt at 0 is inf
         severity=Severity.WARNING,
         summary="A formulation that overflows or underflows (log of softmax/sigmoid, exp of large values, division by ~0).",
         what="""
-An op sequence that is mathematically fine but numerically fragile: the log of a softmax or sigmoid
-output, the exp of large values, a division by values near zero. It may be finite today and
-overflow after a few updates.
+An op sequence that is mathematically fine but numerically fragile, found by tracing one forward pass
+and the loss: the log of a softmax or sigmoid output (also `log(1 - sigmoid(x))`), a softmax written by
+hand as `exp(x) / exp(x).sum()`, the log of a sum of exps, `exp` of values above 44 (half-way to
+float32 overflow), a division by values below 1e-12, and `BCELoss` on a sigmoid output. It may be
+finite today and overflow after a few updates. A log of `p + eps` or `p.clamp_min(eps)` is the fix and
+stays silent.
 """,
         why="""
 `log(softmax(x))` underflows to `-inf` as soon as one probability rounds to zero; `exp(x)` overflows
@@ -69,8 +81,10 @@ loss = -(y_onehot * torch.log(torch.softmax(logits, 1))).sum(1).mean()
         severity=Severity.WARNING,
         summary="ReLU-like units that never activate.",
         what="""
-A large fraction of the units of a ReLU layer output zero for every sample: they are dead, and a
-dead ReLU gets no gradient, so it never recovers.
+More than half of the units of a ReLU layer (of at least 8 units; channels for convolutions) get a
+negative input for every one of 128 training samples of the untrained model: they output zero and
+get no gradient, so they never recover. Inputs that are exactly zero (sparse inputs, a ReLU after a
+ReLU) do not count as negative. Layers and functional `torch.relu` calls are both seen.
 """,
         why="The layer's capacity is wasted; with many dead units the model cannot learn.",
         example="""
@@ -88,8 +102,9 @@ or normalise the inputs.
         severity=Severity.WARNING,
         summary="Sigmoid/tanh units stuck at their extremes.",
         what="""
-Most outputs of a sigmoid or tanh layer are at the flat ends of the curve (|tanh| > 0.99, sigmoid
-below 0.01 or above 0.99), where the gradient is nearly zero.
+More than half of the outputs of a sigmoid or tanh layer (of at least 8 units) on 128 training
+samples of the untrained model are at the flat ends of the curve (|tanh| > 0.99, sigmoid below 0.01
+or above 0.99), where the gradient is nearly zero. The per-layer fractions are plotted in the report.
 """,
         why="Saturated units pass almost no gradient: the layers below stop learning (vanishing gradients).",
         example="""
