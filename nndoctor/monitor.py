@@ -205,8 +205,8 @@ class Monitor(MonitorEvents):
                 self._root_eval_steps += 1
             for name in self._last_eval_names:
                 self._eval_training_steps[name] = self._eval_training_steps.get(name, 0) + 1
-        if state["steps"] == 0:
-            state["before"] = [p.detach().clone() for p in state["params"] if p.grad is not None]
+        if state["steps"] == 0:  # all of them: a closure (LBFGS, Lightning) computes gradients inside step()
+            state["before"] = [p.detach().clone() for p in state["params"]]
         if not ((math.isfinite(loss_v) or not had_loss) and math.isfinite(norm_v)) and not self._localised:
             self._localised = True
             self._localise_non_finite(state, loss_v)
@@ -214,9 +214,9 @@ class Monitor(MonitorEvents):
     def on_after_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         state = self._opt_state(optimizer)
         if state["steps"] == 0 and state["before"] is not None:
-            after = [p for p in state["params"] if p.grad is not None]
-            state["changed"] = sum(not torch.equal(a, b) for a, b in zip(state["before"], after))
-            state["with_grad"] = len(after)
+            pairs = [(b, p) for b, p in zip(state["before"], state["params"]) if p.grad is not None]
+            state["changed"] = sum(not torch.equal(b, p) for b, p in pairs)
+            state["with_grad"] = len(pairs)
             state["before"] = None
         state["steps"] += 1
         state["armed"] = True
