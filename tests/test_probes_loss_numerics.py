@@ -28,7 +28,10 @@ def test_loss_calls_are_found_inside_modules_functions_and_lambdas():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=1))
     x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
-    custom = lambda out, t: 0.5 * F.nll_loss(torch.log(out), t) + nn.MSELoss()(out[:, :1], t[:, None].float())  # noqa: E731
+
+    def custom(out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return 0.5 * F.nll_loss(torch.log(out), t) + nn.MSELoss()(out[:, :1], t[:, None].float())
+
     with torch.no_grad(), OpTrace(model) as trace:
         out = model(x)
         nn.CrossEntropyLoss(label_smoothing=0.1)(out, y)
@@ -59,7 +62,8 @@ def test_origins_follow_views_and_complements_and_hand_written_softmax():
         torch.exp(x * 30)
         x / torch.zeros(1)
     kinds = [r.kind for r in trace.risks]
-    assert kinds == ["log-of-probabilities", "hand-written-softmax", "log-of-sum-exp", "large-exp", "near-zero-division"]
+    assert kinds == ["log-of-probabilities", "hand-written-softmax", "log-of-sum-exp", "large-exp",
+                     "near-zero-division"]
     assert trace.risks[0].origin.complement and trace.risks[0].origin.op == "sigmoid"
     assert trace.origin_of(q).hand_written
 

@@ -95,7 +95,9 @@ def _probabilities_into_logits(ctx: Context, call: LossCall) -> bool:
             return False
         c = x.shape[_class_dim(x)] if x.ndim else 1
         floor = math.log(c - 1 + math.e) - 1  # the loss of a one-hot probability row on the right class
-        what = "its rows lie in [0, 1] and sum to 1, so they are probabilities, not logits" if rows else "probabilities, not logits"
+        what = "probabilities, not logits"
+        if rows:
+            what = "its rows lie in [0, 1] and sum to 1, so they are " + what
         consequence = (f"CrossEntropyLoss applies log-softmax itself and needs unbounded logits; squeezed into [0, 1], "
                        f"the loss cannot go below {floor:.2f} however well the model learns (instead of 0), and the "
                        "gradients are squashed.")
@@ -103,10 +105,13 @@ def _probabilities_into_logits(ctx: Context, call: LossCall) -> bool:
                  "when you need probabilities (at inference)."]
         evidence = {"classes": c, "loss_floor": round(floor, 4)}
     else:
-        inside = bool(((x > 0) & (x < 1)).all()) and x.numel() >= 8
+        # values alone only when no affine layer made them: a linear output can sit in (0, 1) by its bias
+        inside = call.origin is None and x.numel() >= 8 and bool(((x > 0) & (x < 1)).all())
         if origin is None and not inside:
             return False
-        what = "every value lies in (0, 1), so they are probabilities, not logits" if inside else "probabilities, not logits"
+        what = "probabilities, not logits"
+        if inside:
+            what = "every value lies in (0, 1), so they are " + what
         consequence = ("BCEWithLogitsLoss applies a sigmoid itself: sigmoid(p) >= 0.5 for every p in (0, 1), so the "
                        "model can never predict the negative class, and the loss cannot go below 0.31.")
         fixes = ["BCEWithLogitsLoss takes raw logits: remove the sigmoid and apply it only at inference."]
@@ -142,8 +147,8 @@ def _not_log_probabilities(ctx: Context, call: LossCall) -> bool:
         what = f"raw scores (values up to {float(x.max()):.3g}; log-probabilities are <= 0)"
         fix = "Apply `log_softmax(dim=1)` to the logits first (e.g. end the model with `nn.LogSoftmax(dim=1)`)."
     else:
-        what = (f"values <= 0 that are not normalised: their exp sums to {float(total.min()):.3g}..{float(total.max()):.3g} "
-                "per row instead of 1")
+        what = (f"values <= 0 that are not normalised: their exp sums to {float(total.min()):.3g}.."
+                f"{float(total.max()):.3g} per row instead of 1")
         fix = "Normalise with `log_softmax` over the class axis."
     if call.name == "nll_loss":
         fix += " Or use `CrossEntropyLoss` on the logits, which does both."
@@ -152,7 +157,8 @@ def _not_log_probabilities(ctx: Context, call: LossCall) -> bool:
                "divergence: it can go negative and its minimum is not the target distribution")
     ctx.emit("LOS002", f"{_loss_name(call)} expects log-probabilities, but its input ({_shape(call.input)}) holds "
                        f"{what}{_from(call.origin)}. {penalty}.",
-             location=_where(ctx, call, call.origin), evidence={**_value_evidence(call.input), "loss": MODULE_OF[call.name]},
+             location=_where(ctx, call, call.origin),
+             evidence={**_value_evidence(call.input), "loss": MODULE_OF[call.name]},
              suggestions=[fix])
     return True
 
@@ -171,10 +177,11 @@ def _single_unit(ctx: Context, call: LossCall) -> bool:
     else:
         what = (f"{_loss_name(call)} gets one output unit ({_shape(x)}): over a single class its softmax is always 1, "
                 "so the loss is constant and gives no gradient")
-    ctx.emit("LOS003", f"{_sentence(what)}; the loss is {float(call.value.float().mean()):.4g} whatever the "
+    ctx.emit("LOS003", f"{_sentence(what)}; the loss is {_mean(call.value):.4g} whatever the "
                        "model does.",
              location=_where(ctx, call, origin if normalised_one else None),
-             evidence={"loss": MODULE_OF[call.name], "input_shape": list(x.shape), "value": float(call.value.float().mean())},
+             evidence={"loss": MODULE_OF[call.name], "input_shape": list(x.shape),
+                       "value": _mean(call.value)},
              suggestions=["For two classes with one output unit use `nn.BCEWithLogitsLoss()` on the raw output (no "
                           "softmax); for C classes give the last layer C outputs.",
                           "If the softmax runs over the wrong axis, use the class axis (`dim=1` or `dim=-1`)."])
@@ -264,9 +271,9 @@ def _targets_mismatch(ctx: Context, call: LossCall) -> bool:
         indices = 3 <= k <= 100 and bool((values == torch.arange(k, dtype=values.dtype, device=values.device)).all())
         if indices and call.input.numel() == y.numel():
             ctx.emit("LOS003",
-                     f"{_loss_name(call)} gets targets that look like class indices (every value an integer 0..{k - 1}, "
-                     f"{k} distinct) and one output per sample: regression on class indices treats class {k - 1} as "
-                     "'more' than class 1 and predicts in-between values that are no class.",
+                     f"{_loss_name(call)} gets targets that look like class indices (every value an integer "
+                     f"0..{k - 1}, {k} distinct) and one output per sample: regression on class indices treats "
+                     f"class {k - 1} as 'more' than class 1 and predicts in-between values that are no class.",
                      location=_where(ctx, call, None), severity="warning",
                      evidence={"distinct_targets": k, "loss": MODULE_OF[call.name]},
                      suggestions=[f"For classes use {k} output units and `nn.CrossEntropyLoss()` with long targets.",
@@ -276,7 +283,8 @@ def _targets_mismatch(ctx: Context, call: LossCall) -> bool:
         ctx.emit("LOS003",
                  f"{_loss_name(call)} gets targets with values 0..{int(yf.max())}: class indices, not the 0/1 labels "
                  "a binary loss needs.",
-                 location=_where(ctx, call, None), evidence={"target_max": float(yf.max()), "loss": MODULE_OF[call.name]},
+                 location=_where(ctx, call, None),
+                 evidence={"target_max": float(yf.max()), "loss": MODULE_OF[call.name]},
                  suggestions=["For one class per sample use `nn.CrossEntropyLoss()` with one output per class.",
                               "For several labels per sample one-hot them: `F.one_hot(y, C).float()`."])
         return True
@@ -292,8 +300,8 @@ def _targets_mismatch(ctx: Context, call: LossCall) -> bool:
         ctx.emit("LOS003",
                  f"{_loss_name(call)} with float targets of the output's shape treats each target row as a class "
                  f"distribution, but these targets are {what}.",
-                 location=_where(ctx, call, None), evidence={"target_min": float(yf.min()), "target_max": float(yf.max()),
-                                                             "rows_not_one": off},
+                 location=_where(ctx, call, None),
+                 evidence={"target_min": float(yf.min()), "target_max": float(yf.max()), "rows_not_one": off},
                  suggestions=["Several labels per sample: `nn.BCEWithLogitsLoss()`." if in_unit else
                               "Continuous targets: a regression loss (`nn.MSELoss()`) on a linear output.",
                               "Class indices: pass them as a long tensor of shape (N,)."])
@@ -336,7 +344,7 @@ def initial_loss(ctx: Context) -> None:
         reference = _uninformed(call)
         if reference is None:
             continue
-        value = float(call.value.float().mean())
+        value = _mean(call.value)
         expected, words = reference
         if not (math.isfinite(value) and math.isfinite(expected)):
             continue
@@ -354,20 +362,19 @@ def _uninformed(call: LossCall) -> tuple[float, str] | None:
     """The loss of a model that has learnt nothing, and how it is made, in words; None when unknown."""
     x, y = call.input, call.target
     try:
+        c = x.shape[_class_dim(x)] if x.ndim else 1
         if call.name == "cross_entropy":
-            c = x.shape[_class_dim(x)] if x.ndim else 1
-            return float(call.recompute(torch.zeros_like(x)).float().mean()), f"uniform predictions over {c} classes: ln {c}"
+            return _mean(call.recompute(torch.zeros_like(x))), f"uniform predictions over {c} classes: ln {c}"
         if call.name in LOG_PROB_LOSSES:
-            c = x.shape[_class_dim(x)] if x.ndim else 1
-            return float(call.recompute(torch.full_like(x, -math.log(c))).float().mean()), f"uniform predictions over {c} classes"
+            return _mean(call.recompute(torch.full_like(x, -math.log(c)))), f"uniform predictions over {c} classes"
         if call.name == "binary_cross_entropy_with_logits":
-            return float(call.recompute(torch.zeros_like(x)).float().mean()), "predicting 0.5 everywhere: ln 2"
+            return _mean(call.recompute(torch.zeros_like(x))), "predicting 0.5 everywhere: ln 2"
         if call.name == "binary_cross_entropy":
-            return float(call.recompute(torch.full_like(x, 0.5)).float().mean()), "predicting 0.5 everywhere: ln 2"
+            return _mean(call.recompute(torch.full_like(x, 0.5))), "predicting 0.5 everywhere: ln 2"
         if call.name in REGRESSION and isinstance(y, torch.Tensor) and y.shape == x.shape and y.ndim >= 1:
             mean = y.float().mean(0, keepdim=True).expand_as(x).to(x.dtype)
             name = ": the target variance" if call.name == "mse_loss" else ""
-            return float(call.recompute(mean).float().mean()), f"always predicting the mean target{name}"
+            return _mean(call.recompute(mean)), f"always predicting the mean target{name}"
     except (RuntimeError, ValueError, TypeError, IndexError):
         return None
     return None
@@ -380,11 +387,13 @@ def _report_initial_loss(ctx: Context, call: LossCall, value: float, expected: f
     if call.name in FAR:
         yf = y.float()
         evidence.update(target_mean=float(yf.mean()), target_std=float(yf.std()) if yf.numel() > 1 else 0.0)
-        cause = (f"The targets have mean {evidence['target_mean']:.4g} and spread {evidence['target_std']:.4g} while the "
-                 f"untrained outputs have mean {evidence['output_mean']:.4g} and spread {evidence['output_std']:.4g}.")
+        cause = (f"The targets have mean {evidence['target_mean']:.4g} and spread {evidence['target_std']:.4g} "
+                 f"while the untrained outputs have mean {evidence['output_mean']:.4g} and spread "
+                 f"{evidence['output_std']:.4g}.")
         fixes = ["Standardise the targets (subtract the mean, divide by the spread; undo it at inference), or "
                  "initialise the output layer's bias to the target mean.",
-                 "If the outputs are the large ones, scale the last layer's initialisation down or normalise the inputs."]
+                 "If the outputs are the large ones, scale the last layer's initialisation down or normalise the "
+                 "inputs."]
     else:
         cause = (f"The untrained outputs are far too confident: the logits spread {evidence['output_std']:.3g} "
                  "(a well-initialised model starts near 0, predicting every class about equally).")
@@ -398,6 +407,10 @@ def _report_initial_loss(ctx: Context, call: LossCall, value: float, expected: f
 
 
 # ----- shared wording and measurements ------------------------------------------------------------
+
+
+def _mean(loss: torch.Tensor) -> float:
+    return float(loss.float().mean())  # a loss with reduction="none" counts as its mean
 
 
 def _class_dim(x: torch.Tensor) -> int:
@@ -438,7 +451,11 @@ def _where(ctx: Context, call: LossCall, origin: Origin | None) -> str:
 
 
 def _from(origin: Origin | None) -> str:
-    return f" (made by {origin.op} in {origin.site.describe()})" if origin is not None else ""
+    if origin is None:
+        return ""
+    if origin.op == "affine":
+        return f" (the raw output of {origin.site.describe()})"
+    return f" (made by {origin.op} in {origin.site.describe()})"
 
 
 def _sentence(text: str) -> str:

@@ -42,11 +42,16 @@ def training_mode(ctx: Context) -> None:
     evidence = {"modules": [_name(p) for p, _ in stuck], "model_training": model.training,
                 "frozen_in_eval": [_name(p) for p, _ in frozen_parts]}
     if not model.training:
+        # Hugging Face's from_pretrained() returns models in eval mode and its Trainer calls train(): only
+        # a loop of your own trains them in eval mode.
+        hugging_face = type(model).__module__.startswith("transformers.")
+        note = (" (`from_pretrained()` returns models in eval mode; the Trainer switches to train mode, a "
+                "loop of your own must)") if hugging_face else ""
         ctx.emit("MOD001",
-                 f"The model was handed over in eval mode (`model.training` is False), and {listed} behave "
+                 f"The model was handed over in eval mode (`model.training` is False){note}, and {listed} behave "
                  "differently in it: a training loop that does not call `model.train()` trains with dropout off "
                  "and batch-norm normalising with running statistics that never update.",
-                 location="model", evidence=evidence,
+                 location="model", evidence=evidence, severity="warning" if hugging_face else None,
                  suggestions=["Call `model.train()` at the start of every training epoch, and `model.eval()` only "
                               "around evaluation.",
                               "If you hand nndoctor a trained model to evaluate, say so: `Setup(trained=True)`."])
@@ -130,7 +135,8 @@ def batchnorm_batch_size(ctx: Context) -> None:
     layers = {}
     for path, _type, input_shapes, _outputs in calls:
         module = model.get_submodule(path)
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training and input_shapes and path not in layers:
+        batch_norm = isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training
+        if batch_norm and input_shapes and path not in layers:
             layers[path] = (module, input_shapes[0])
     if not layers:
         raise SkipCheck("no batch-norm layer in train mode")

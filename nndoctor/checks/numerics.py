@@ -29,13 +29,15 @@ GUARD_STEPS = 3  # NaN from a bad op shows in the first step; from a growing ove
 
 # Why an op makes NaN/Inf, and the guard that avoids it.
 _OP_HINTS = {
-    "log": ("log of 0 is -inf and of a negative number NaN", "`torch.log(x.clamp_min(1e-8))`, or `torch.log1p(x)` for x >= 0"),
+    "log": ("log of 0 is -inf and of a negative number NaN",
+            "`torch.log(x.clamp_min(1e-8))`, or `torch.log1p(x)` for x >= 0"),
     "log2": ("log of 0 is -inf and of a negative number NaN", "`x.clamp_min(1e-8)` before the log"),
     "log10": ("log of 0 is -inf and of a negative number NaN", "`x.clamp_min(1e-8)` before the log"),
     "sqrt": ("sqrt of a negative number is NaN, and its derivative at 0 is infinite",
              "`torch.sqrt(x + 1e-12)` (or `x.clamp_min(1e-12)`), or `torch.linalg.vector_norm` for norms"),
     "rsqrt": ("rsqrt of 0 is inf", "`torch.rsqrt(x + 1e-6)`"),
-    "pow": ("a fractional power of 0 has an infinite derivative, of a negative number NaN", "add an epsilon to the base"),
+    "pow": ("a fractional power of 0 has an infinite derivative, of a negative number NaN",
+            "add an epsilon to the base"),
     "exp": ("exp overflows to inf above 88 in float32", "subtract the maximum first, or use `logsumexp`/`log_softmax`"),
     "div": ("division by 0 gives inf, and 0/0 NaN", "add an epsilon to the denominator (`x / (d + 1e-8)`)"),
     "acos": ("acos outside [-1, 1] is NaN and its derivative at +-1 infinite", "`x.clamp(-1 + 1e-6, 1 - 1e-6)`"),
@@ -145,9 +147,9 @@ def _report_bad_parameters(ctx: Context, names: list[str]) -> None:
 
 def _report_bad_update(ctx: Context, names: list[str], guard) -> None:
     step = guard.trip_step
-    ctx.emit("NUM002", f"The gradients of training step {step} were finite (norm {guard.grad_norms[step - 1]:.3g}), but "
-                       f"the optimizer's update made parameters NaN/Inf: {', '.join('model.' + n for n in names[:5])}."
-                       f"{_history(guard)}",
+    ctx.emit("NUM002", f"The gradients of training step {step} were finite (norm {guard.grad_norms[step - 1]:.3g}), "
+                       "but the optimizer's update made parameters NaN/Inf: "
+                       f"{', '.join('model.' + n for n in names[:5])}.{_history(guard)}",
              location="optimizer", evidence={"parameters": names, "step": step, "losses": guard.losses,
                                              "grad_norms": guard.grad_norms},
              suggestions=["Check the optimizer's settings: a learning rate of inf or huge, or `eps=0` in Adam "
@@ -209,12 +211,13 @@ def unstable_formulations(ctx: Context) -> None:
         origin = call.origin
         if call.name == "binary_cross_entropy" and origin is not None and origin.op == "sigmoid":
             ctx.emit("NUM003",
-                     f"`BCELoss` (`F.binary_cross_entropy`) gets the output of a sigmoid from {origin.site.describe()}: "
-                     "once the sigmoid saturates, its probability rounds to exactly 0 or 1, BCELoss clamps the log at "
-                     "-100 and the gradient vanishes. BCEWithLogitsLoss computes the same loss from the logits, exactly.",
-                     location=origin.site.location(_outside(ctx)), evidence={"loss": "BCELoss", "activation": "sigmoid"},
-                     suggestions=["Remove the sigmoid and use `nn.BCEWithLogitsLoss()` on the logits (apply the sigmoid "
-                                  "only at inference)."])
+                     f"`BCELoss` gets the output of a sigmoid from {origin.site.describe()}: once the sigmoid "
+                     "saturates, its probability rounds to exactly 0 or 1, BCELoss clamps the log at -100 and the "
+                     "gradient vanishes. BCEWithLogitsLoss computes the same loss from the logits, exactly.",
+                     location=origin.site.location(_outside(ctx)),
+                     evidence={"loss": "BCELoss", "activation": "sigmoid"},
+                     suggestions=["Remove the sigmoid and use `nn.BCEWithLogitsLoss()` on the logits (apply the "
+                                  "sigmoid only at inference)."])
 
 
 def _report_risk(ctx: Context, risk: Risk, location: str) -> None:
@@ -223,9 +226,9 @@ def _report_risk(ctx: Context, risk: Risk, location: str) -> None:
         if origin.op == "softmax":
             made = ("a softmax written by hand" if origin.hand_written else "a softmax" if origin.site == risk.site
                     else f"the softmax of {origin.site.describe()}")
-            message = (f"`{risk.op}` in {risk.site.describe()} takes the log of {made}: log(softmax(x)) is -inf as "
-                       "soon as one probability underflows to 0 (logits about 100 apart in float32, 17 in float16), and "
-                       "its gradient loses precision long before.")
+            message = (f"`{risk.op}` in {risk.site.describe()} takes the log of {made}: log(softmax(x)) is -inf "
+                       "as soon as one probability underflows to 0 (logits about 100 apart in float32, 17 in "
+                       "float16), and its gradient loses precision long before.")
             fix = "Use `torch.log_softmax(x, dim)` on the logits (or `F.cross_entropy`, which includes it)."
         else:
             inner = "-x" if origin.complement else "x"
@@ -240,12 +243,12 @@ def _report_risk(ctx: Context, risk: Risk, location: str) -> None:
                    "in float32, so the result becomes inf for large inputs.")
         fix = "Use `torch.logsumexp(x, dim)`, which subtracts the maximum first."
     elif risk.kind == "hand-written-softmax":
-        message = (f"A softmax is written by hand in {risk.site.describe()} as exp(x) / sum(exp(x)): without subtracting "
-                   "the maximum it overflows to inf/inf = NaN once a value exceeds 88 (float32).")
+        message = (f"A softmax is written by hand in {risk.site.describe()} as exp(x) / sum(exp(x)): without "
+                   "subtracting the maximum it overflows to inf/inf = NaN once a value exceeds 88 (float32).")
         fix = "Use `torch.softmax(x, dim)` (or `log_softmax`), which is stable for any input."
     elif risk.kind == "large-exp":
-        message = (f"`exp` in {risk.site.describe()} gets values up to {risk.value:.3g} already before training; float32 "
-                   "overflows to inf at 88.7, so a few updates can push it over.")
+        message = (f"`exp` in {risk.site.describe()} gets values up to {risk.value:.3g} already before training; "
+                   "float32 overflows to inf at 88.7, so a few updates can push it over.")
         fix = "Bound the input (`x.clamp(max=...)`), subtract the maximum, or work in log space (`logsumexp`)."
     else:  # near-zero-division
         message = (f"A division in {risk.site.describe()} has denominators as small as {risk.value:.3g}: the quotient "
@@ -322,8 +325,8 @@ def _report_saturated(ctx: Context, s: SiteStats, seen: int) -> None:
              f"flat ends ({ends}) on {seen} training samples of the untrained model: there the derivative is nearly 0, "
              "so almost no gradient reaches the layers below.",
              location=s.site.location(_outside(ctx)),
-             evidence={"saturated_fraction": s.saturated_fraction, "units": s.units, "samples": seen, "activation": s.kind,
-                       "layers": ctx.extras["activations"]["layers"]},
+             evidence={"saturated_fraction": s.saturated_fraction, "units": s.units, "samples": seen,
+                       "activation": s.kind, "layers": ctx.extras["activations"]["layers"]},
              suggestions=["Initialise the layer before it for this activation: "
                           "`nn.init.xavier_uniform_(w, gain=nn.init.calculate_gain('tanh'))` (the default init is also "
                           "fine); large weights saturate it.",

@@ -40,12 +40,14 @@ class BatchSizes:
 
 def batch_sizes(source: DataSource) -> BatchSizes | None:
     data = source.raw
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[1], (torch.Tensor, np.ndarray)):  # (inputs, targets)
-        return BatchSizes(len(data[1]), source.batch_size, False, f"tensors batched by Setup(batch_size={source.batch_size})")
+    batched_by_setup = f"batched by Setup(batch_size={source.batch_size})"
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[1], (torch.Tensor, np.ndarray)):  # (x, y)
+        return BatchSizes(len(data[1]), source.batch_size, False, f"tensors {batched_by_setup}")
     if isinstance(data, DataLoader):
         return _loader_sizes(data)
-    if isinstance(data, Sized) and hasattr(data, "__getitem__") and not isinstance(data, (IterableDataset, list, tuple)):
-        return BatchSizes(len(data), source.batch_size, False, f"a Dataset batched by Setup(batch_size={source.batch_size})")
+    dataset = isinstance(data, Sized) and hasattr(data, "__getitem__")
+    if dataset and not isinstance(data, (IterableDataset, list, tuple)):
+        return BatchSizes(len(data), source.batch_size, False, f"a Dataset {batched_by_setup}")
     return None
 
 

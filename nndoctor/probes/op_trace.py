@@ -4,7 +4,8 @@ A ``TorchFunctionMode``, active only inside ``with``. For every tensor made by a
 normalises values (softmax, log_softmax, sigmoid, tanh, ReLU-like), it remembers an ``Origin``: the op
 and its ``Site`` (the running module and the user's line). The origin follows the tensor through
 view-like ops (reshape, squeeze, indexing, dtype casts) and through ``1 - p``; an ``exp`` divided by a
-sum of ``exp`` counts as a softmax written by hand. It records:
+sum of ``exp`` counts as a softmax written by hand; a linear layer's or convolution's output is marked
+"affine" (unbounded: logits). It records:
   - ``losses``: every call of a ``torch.nn.functional`` loss (which is what ``nn.CrossEntropyLoss``
     and friends call) with its arguments, value and the origin of its input, so a check knows which
     loss really runs inside any ``loss_fn`` and can recompute it on other predictions;
@@ -39,6 +40,9 @@ LOSS_FUNCTIONS: dict[Callable[..., Any], str] = {
 BOUNDING_OPS = {"softmax": "softmax", "log_softmax": "log_softmax", "sigmoid": "sigmoid", "sigmoid_": "sigmoid",
                 "tanh": "tanh", "tanh_": "tanh", "relu": "relu", "relu_": "relu", "relu6": "relu6",
                 "softplus": "softplus", "logsigmoid": "logsigmoid"}
+# Ops whose output is unbounded by construction (an affine layer's raw output: logits, not probabilities).
+AFFINE_OPS = {"linear", "bilinear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+              "conv_transpose3d", "matmul", "addmm", "mm", "bmm", "__matmul__", "einsum"}
 # Ops that only reshape, select or cast: the result holds the same kind of values as the input.
 VIEW_OPS = {"view", "reshape", "squeeze", "unsqueeze", "squeeze_", "unsqueeze_", "flatten", "contiguous", "float",
             "double", "half", "bfloat16", "to", "clone", "permute", "transpose", "t", "view_as", "reshape_as",
@@ -46,6 +50,7 @@ VIEW_OPS = {"view", "reshape", "squeeze", "unsqueeze", "squeeze_", "unsqueeze_",
             "split", "chunk", "unbind", "tensor_split"}
 LOG_OPS = {"log", "log_", "log2", "log10"}
 DIVISIONS = {"div", "div_", "divide", "true_divide", "__truediv__", "__itruediv__", "__rtruediv__"}
+_OBSERVED = set(BOUNDING_OPS) | AFFINE_OPS | VIEW_OPS | LOG_OPS | DIVISIONS | {"exp", "exp_", "sum", "__rsub__"}
 NEAR_ZERO = 1e-12  # a denominator this close to 0 turns any ordinary numerator into ~1e12 or more
 
 
@@ -79,7 +84,7 @@ class Site:
 class Origin:
     """The op that made a tensor's values what they are."""
 
-    op: str  # a key of BOUNDING_OPS' values, "exp" or "sum_exp"
+    op: str  # a value of BOUNDING_OPS, "affine", "exp" or "sum_exp"
     site: Site
     dim_size: int | None = None  # softmax/log_softmax: the size of the normalised dimension
     hand_written: bool = False  # a softmax written as exp(x) / exp(x).sum(...)
@@ -161,8 +166,7 @@ class OpTrace(TorchFunctionMode):
         name = getattr(func, "__name__", "")
         if func in LOSS_FUNCTIONS:
             self._loss(func, args, kwargs, result)
-        elif name in BOUNDING_OPS or name in VIEW_OPS or name in LOG_OPS or name in DIVISIONS or name in (
-                "exp", "exp_", "sum", "__rsub__"):
+        elif name in _OBSERVED:
             self._observe(name, args, kwargs, result)
         return result
 
@@ -172,6 +176,8 @@ class OpTrace(TorchFunctionMode):
         source = self.origin_of(first)
         if name in BOUNDING_OPS:
             self._mark(result, Origin(BOUNDING_OPS[name], self._site(), _normalised_size(name, args, kwargs)))
+        elif name in AFFINE_OPS:
+            self._mark(result, Origin("affine", self._site()))
         elif name in VIEW_OPS:
             if source is not None:
                 for t in result if isinstance(result, (tuple, list)) else (result,):

@@ -177,7 +177,7 @@ CASES = [
     Case("sigmoid-before-bce-with-logits", lambda: _sigmoid_into_bce_with_logits(fixed=False), ("LOS001",),
          twin=lambda: _sigmoid_into_bce_with_logits(fixed=True), location="model.3", select=("LOS",)),
     Case("nll-loss-on-logits", lambda: _nll_on_logits(fixed=False), ("LOS002",),
-         twin=lambda: _nll_on_logits(fixed=True), location="loss_fn", select=("LOS",)),
+         twin=lambda: _nll_on_logits(fixed=True), location="model.2", select=("LOS",)),
     Case("kl-div-on-probabilities", lambda: _kl_on_probabilities(fixed=False), ("LOS002",),
          twin=lambda: _kl_on_probabilities(fixed=True), location="los_cases.py", select=("LOS",)),
     Case("sigmoid-output-for-regression", lambda: _sigmoid_regression(fixed=False), ("LOS003",),
