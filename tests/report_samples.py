@@ -74,11 +74,12 @@ def hostile_report() -> Report:
         findings=[Finding("RUN001", f"The forward crashed in {layer} ({XSS}) `{XSS}`", location=layer,
                           evidence={XSS: XSS, "chain": [XSS, {"x": XSS}], "file": f"/home/{XSS}/train.py:3"},
                           suggestions=[f"Rename `{XSS}` to <b>x</b>"]),
-                  Finding("OFB004", XSS, location=layer, evidence={"curves": {XSS: curve()}}),
+                  Finding("OFB004", XSS, location=layer, evidence={"curve": curve()}),
                   Finding("GRD004", XSS, location=layer, severity="warning",
                           evidence={"layers": [{"name": layer, "grad_norm": 1e-9, "update_ratio": 1e-9}]})],
         checks=[CheckRecord(XSS, "crashed", 0.0, XSS, "run")],
         meta={"title": XSS, "task": {"kind": XSS}, "extras": {
+            "overfit": {"curves": {XSS: curve(), f"{XSS} fix": curve(rate=3)}, "ylabel": XSS},
             "compare": {"metric": XSS, "split": XSS, "rows": [{"name": XSS, "kind": XSS, "value": 0.5}]},
             "loss_curve": {"steps": [0, 1, 2], "loss": [1.0, 0.5, 0.25]}}},
     )

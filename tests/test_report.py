@@ -148,15 +148,15 @@ def test_html_with_malformed_plot_data_still_renders(extras):
     assert "OFB002" in page and page.rstrip().endswith("</html>")
 
 
-def test_single_batch_plot_overlays_the_runs_of_extras_else_the_findings_curves(monkeypatch):
+def test_single_batch_plot_overlays_the_runs_of_extras_overfit(monkeypatch):
     drawn = []
-    monkeypatch.setattr(plots, "curves_plot", lambda curves, **kw: drawn.append(list(curves)))
+    monkeypatch.setattr(plots, "curves_plot", lambda curves, **kw: drawn.append((kw["title"], list(curves))))
     synthetic_report().to_html()
-    assert drawn[-1] == ["as given", "confirmation: lr 0.01", "OFB004 fixed"]  # the finding's copy not repeated
-    finding = Finding("OFB002", "explodes", evidence={"curve": [1.0, 9.0, "inf"], "curve_steps": [0, 5, 10],
-                                                      "curves": {"lr 1e-4": [1.0, 0.5, 0.2]}})
-    Report(findings=[finding]).to_html()
-    assert drawn[-1] == ["lr 1e-4", "OFB002 run"]
+    assert ("Overfitting a single batch", ["as given", "confirmation: lr 0.01", "OFB004 fixed"]) in drawn
+    drawn.clear()  # a watched run's OFB finding carries the run's own curve: it is not a single-batch run
+    Report(findings=[Finding("OFB004", "plateau", evidence={"curve": [2.3, 2.3, 2.3]})],
+           meta={"extras": {"loss_curve": [2.3, 2.3, 2.3]}}).to_html()
+    assert [title for title, _ in drawn] == ["Loss during the run"]
 
 
 def test_report_of_a_watched_run_shows_its_loss_curve_with_the_findings_marked(monkeypatch):

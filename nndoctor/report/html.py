@@ -9,22 +9,21 @@ Plots read these keys, all optional (absent or malformed data means no plot, nev
 
 ``report.meta["extras"]`` (what checks put in ``ctx.extras``):
   - ``"overfit"``: ``{"curves": {label: curve}, "ylabel": "loss"}`` -- single-batch training; the
-    first curve is the main run, later ones (confirmation, verified fix) are overlaid.
+    first curve is the main run, later ones are overlaid. Labels say what a run is: one containing
+    "fix" is drawn as a verified fix, one with "confirm" or a learning rate ("lr") as a confirmation.
   - ``"gradients"``: ``{"layers": [{"name": "model.0", "grad_norm": 0.1, "update_ratio": 1e-3}, ...]}``
     -- per layer, in model order.
   - ``"activations"``: ``{"layers": [{"name": "model.1", "dead_fraction": 0.9,
     "saturated_fraction": 0.0}, ...]}``.
   - ``"compare"``: ``{"metric": "accuracy", "split": str, "rows": [{"name": str, "kind":
     "model|baseline|chance|known|ablation", "value": float}, ...]}`` (as checks/compare.py writes it).
-  - ``"loss_curve"``: the loss of a ``run`` per optimizer step: a curve.
+  - ``"loss_curve"``: the loss of a ``run`` per optimizer step: a curve. A plain list shorter than
+    ``report.meta["steps"]`` (the run's optimizer steps) is a downsampled one: spread evenly over them.
 
 A *curve* is ``[y, ...]``, ``[[step, y], ...]`` or ``{"steps": [...], "loss": [...]}``; NaN/Inf
 (or the strings "nan"/"inf") mark divergence.
 
 Finding evidence:
-  - OFB findings, when ``extras["overfit"]`` has no curves: ``"curves": {label: curve}`` and ``"curve"``
-    (its steps in ``"curve_steps"``). Labels say what a run is: one containing "fix" is drawn as a
-    verified fix, one naming a learning rate ("lr", "rate") or "confirm" as a confirmation.
   - GRD findings, when ``extras["gradients"]`` is absent: ``"layers"`` as there.
   - NUM004/NUM005 findings, when ``extras["activations"]`` is absent: ``"layers"`` as there (rows of
     both codes are merged by name).
@@ -99,6 +98,8 @@ def _header(report: Report, title: str) -> str:
     if isinstance(seconds, (int, float)):
         checks = f"{_plural(len(report.checks), 'check')} in " if report.checks else ""
         facts.append(f"{checks}{seconds:.1f} s")
+    if isinstance(report.meta.get("steps"), int):
+        facts.append(f"{report.meta['steps']} optimizer steps watched")
     if report.meta.get("seed") is not None:
         facts.append(f"seed {report.meta['seed']}")
     facts.append(f"nndoctor {__version__}")
@@ -147,6 +148,8 @@ def _notes(report: Report) -> list[str]:
     if out_of_time:
         notes.append(f"The time budget ran out before {_plural(len(out_of_time), 'check')} could run; give more "
                      "with `--budget SECONDS`.")
+    if report.meta.get("note"):
+        notes.append(f"The run was {report.meta['note']}.")
     if report.meta.get("interrupted"):
         notes.append("The run was interrupted (Ctrl-C): later checks did not run.")
     if report.meta.get("user_state_restored"):
@@ -179,6 +182,9 @@ def _run_curve(report: Report) -> str:
     loss = _extras(report).get("loss_curve")
     if loss is None:
         return ""
+    steps = report.meta.get("steps")
+    if isinstance(loss, list) and isinstance(steps, int) and 1 < len(loss) < steps:
+        loss = {"steps": [i * steps / len(loss) for i in range(len(loss))], "loss": loss}
     markers = [(float(f.evidence["step"]), f.code) for f in report.findings
                if f.severity != Severity.INFO and isinstance(f.evidence.get("step"), int)]
     svg = _safe_plot(lambda: plots.curves_plot({"training loss": loss}, title="Loss during the run",
@@ -269,7 +275,7 @@ def _step_figures(report: Report, step: str, findings: list[Finding]) -> list[st
                        "Per layer: the share of units that never activate (dead) or sit at the extremes of their "
                        "range (saturated), on one batch. Red: layers named in a finding."))
     if step == "overfit":
-        makers.append((lambda: _overfit_plot(extras, findings),
+        makers.append((lambda: _overfit_plot(extras),
                        "Training a copy on one fixed batch: a healthy model drives the loss towards zero. Dashed "
                        "lines: the experiments that confirm the diagnosis or verify the fix."))
         makers.append((lambda: _gradient_plot(extras, findings, flagged),
@@ -283,24 +289,11 @@ def _step_figures(report: Report, step: str, findings: list[Finding]) -> list[st
     return [_figure(svg, caption) for make, caption in makers if (svg := _safe_plot(make))]
 
 
-def _overfit_plot(extras: dict[str, Any], findings: list[Finding]) -> str | None:
-    """The runs of extras["overfit"]; without them, the curves the OFB findings carry."""
+def _overfit_plot(extras: dict[str, Any]) -> str | None:
     overfit = extras.get("overfit") if isinstance(extras.get("overfit"), dict) else {}
-    curves = overfit.get("curves") if isinstance(overfit.get("curves"), dict) else {}
-    if not curves:
-        curves = {label: c for f in findings if f.code.startswith("OFB") for label, c in _evidence_curves(f).items()}
+    curves = overfit.get("curves")
     return plots.curves_plot(curves, title="Overfitting a single batch",
-                             ylabel=str(overfit.get("ylabel") or "loss")) if curves else None
-
-
-def _evidence_curves(f: Finding) -> dict[str, Any]:
-    """The curves a finding carries: "curves": {label: curve}, and "curve" (steps in "curve_steps")."""
-    out = {str(k): v for k, v in f.evidence.get("curves", {}).items()} if isinstance(f.evidence.get("curves"), dict) \
-        else {}
-    if "curve" in f.evidence:
-        values, steps = f.evidence["curve"], f.evidence.get("curve_steps")
-        out[f"{f.code} run"] = {"steps": steps, "loss": values} if steps is not None else values
-    return out
+                             ylabel=str(overfit.get("ylabel") or "loss")) if isinstance(curves, dict) else None
 
 
 def _layer_rows(extras: dict[str, Any], key: str, findings: list[Finding], prefixes: tuple[str, ...]) -> list[dict]:
@@ -368,15 +361,16 @@ def _checks_table(checks: list[CheckRecord]) -> str:
         f"<tr class={esc(c.status)}><td>{_STATUS_ICON.get(c.status, '')} {esc(c.status)}</td><td>{esc(c.name)}</td>"
         f"<td>{esc(catalogue.STEPS.get(c.step, c.step))}</td><td class=num>{c.seconds:.2f}</td>"
         f"<td>{prose(c.detail)}</td></tr>" for c in shown)
-    return (f"<section class=checks id=checks><details><summary>All {len(shown)} checks</summary>"
+    return (f"<section class=checks id=checks><details><summary>All {_plural(len(shown), 'check')}</summary>"
             "<table><thead><tr><th>status</th><th>check</th><th>step</th><th>seconds</th><th>detail</th></tr>"
             f"</thead><tbody>{rows}</tbody></table></details></section>")
 
 
 def _footer(report: Report) -> str:
+    copies = (" nndoctor ran on copies: your model, optimizer and random number generators were left as they were."
+              if report.meta.get("user_state_changed") == [] else "")  # the playbook checked it
     return ("<footer>Every code is explained by <code>nndoctor codes CODE</code>. Silence one with "
-            "<code>--ignore CODE</code>. nndoctor ran on copies: your model, optimizer and random number "
-            "generators were left as they were.</footer>")
+            f"<code>--ignore CODE</code>.{copies}</footer>")
 
 
 _CSS = """

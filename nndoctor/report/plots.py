@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 MAX_LAYERS = 40  # bars per layer chart; beyond that, the extremes are kept (see _keep_layers)
-LOG_SPAN = 100.0  # a positive curve spanning more than this ratio gets a log axis
+LOG_SPAN = 10.0  # a positive curve spanning more than this ratio gets a log axis (a plateau stays visible)
 
 # Colours shared with the page's CSS (html.py): one meaning each.
 MAIN, CONFIRM, FIX, EXTRA = "#1d4ed8", "#d97706", "#15803d", "#7c3aed"

@@ -2,7 +2,7 @@
 
 Layout (every line at most 100 columns; long messages and paths wrap with a hanging indent)::
 
-    2. The five common bugs  (8 passed, 1 with findings)
+    2. The five common bugs  (9 checks ran, 1 skipped)
       ERROR    LOS001 probabilities-to-logit-loss
                where: model.3
                The model's outputs are probabilities ... (the numbers)
@@ -47,7 +47,7 @@ def print_report(report: Report, console: Console | None = None, title: str = "n
     console = console or make_console()
     seconds = report.meta.get("seconds")
     took = f" in {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
-    counted = f"{len(report.checks)} checks{took}" if report.checks else took.strip()
+    counted = f"{_count(len(report.checks), 'check')}{took}" if report.checks else took.strip()
     _line(console, Text(title, style="bold") + Text(f"  ({counted})" if counted else "", style="dim"))
     by_step: dict[str, list[Finding]] = {}
     for finding in report.sorted_findings():
@@ -129,14 +129,16 @@ def verdict(report: Report) -> Text:
 
 
 def step_counts(checks: list[CheckRecord]) -> str:
-    """'8 passed, 1 with findings, 1 skipped' for the checks of one step (unselected ones left out)."""
-    parts = []
-    for status, label in (("passed", "passed"), ("failed", "with findings"), ("skipped", "skipped"),
-                          ("crashed", "could not finish")):
-        n = sum(c.status == status and c.detail != "not selected" for c in checks)
-        if n:
-            parts.append(f"{n} {label}")
-    return ", ".join(parts)
+    """'9 checks ran, 1 skipped' for the checks of one step (unselected ones left out).
+
+    Ran, not passed: a check may report under another step (step 1 finds invalid targets, DAT003).
+    """
+    ran = sum(c.status in ("passed", "failed") for c in checks)
+    skipped = sum(c.status == "skipped" and c.detail != "not selected" for c in checks)
+    crashed = sum(c.status == "crashed" for c in checks)
+    parts = [f"{_count(ran, 'check')} ran" if ran else "", f"{skipped} skipped" if skipped else "",
+             f"{crashed} could not finish" if crashed else ""]
+    return ", ".join(p for p in parts if p)
 
 
 def _count(n: int, noun: str) -> str:
