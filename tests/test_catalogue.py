@@ -35,7 +35,10 @@ FROZEN = {
 
 # Codes whose planted bug can only be seen in a live loop or across processes: their cases live in
 # the run/Monitor/integration/DDP tests, which these sets point the meta-test at.
-LIVE_ONLY = {"MOD002", "GRD005", "DDP001", "DDP002", "DDP003", "DDP004"}
+LIVE_ONLY = {"MOD002", "GRD005"}
+# Documented codes whose detection is not built yet (multi-process DDP, issue 7): listed here so the gap is
+# visible; remove a code from this set in the change that adds its planted-bug test.
+NOT_YET_DETECTED = {"DDP001", "DDP002", "DDP003", "DDP004"}
 
 
 def test_frozen_codes_and_names():
@@ -66,7 +69,7 @@ def test_every_code_has_a_planted_case_and_a_clean_twin():
     live_sources = "".join(open(p).read() for p in glob.glob(os.path.join(here, "**", "test_*.py"), recursive=True))
     missing, untwinned = [], []
     for code in catalogue.CODES:
-        if code == "OFB000":  # info: asserted on every clean model instead
+        if code == "OFB000" or code in NOT_YET_DETECTED:  # OFB000 is info: asserted on every clean model
             continue
         if code in LIVE_ONLY:
             if code not in live_sources:
