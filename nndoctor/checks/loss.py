@@ -25,7 +25,6 @@ LOGIT_LOSSES = {"cross_entropy", "binary_cross_entropy_with_logits"}
 LOG_PROB_LOSSES = {"nll_loss", "kl_div"}
 REGRESSION = {"mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss"}
 BINARY = {"binary_cross_entropy", "binary_cross_entropy_with_logits"}
-CLASS_INDEX = {"cross_entropy", "nll_loss"}
 MODULE_OF = {"cross_entropy": "CrossEntropyLoss", "nll_loss": "NLLLoss", "kl_div": "KLDivLoss",
              "binary_cross_entropy": "BCELoss", "binary_cross_entropy_with_logits": "BCEWithLogitsLoss",
              "mse_loss": "MSELoss", "l1_loss": "L1Loss", "smooth_l1_loss": "SmoothL1Loss", "huber_loss": "HuberLoss"}
@@ -164,11 +163,11 @@ def _not_log_probabilities(ctx: Context, call: LossCall) -> bool:
 
 
 def _single_unit(ctx: Context, call: LossCall) -> bool:
-    """Softmax (or a class-index loss) over one unit: its output is constant, so nothing is learnt."""
+    """Softmax (or cross-entropy) over one unit: its output is constant, so nothing is learnt."""
     x = call.input
     origin = call.origin
     normalised_one = origin is not None and origin.op in ("softmax", "log_softmax") and origin.dim_size == 1
-    one_class = call.name in CLASS_INDEX and x.ndim >= 2 and x.shape[1] == 1
+    one_class = call.name == "cross_entropy" and x.ndim >= 2 and x.shape[1] == 1
     if not (normalised_one or one_class):
         return False
     if normalised_one:
@@ -395,11 +394,11 @@ def _report_initial_loss(ctx: Context, call: LossCall, value: float, expected: f
                  "If the outputs are the large ones, scale the last layer's initialisation down or normalise the "
                  "inputs."]
     else:
-        cause = (f"The untrained outputs are far too confident: the logits spread {evidence['output_std']:.3g} "
-                 "(a well-initialised model starts near 0, predicting every class about equally).")
-        fixes = ["Use the default initialisation of the last layer (or scale it down, e.g. weights x 0.01), and check "
-                 "the input scale (DAT001).",
-                 "Check the loss's reduction: a sum over samples grows with the batch size."]
+        cause = (f"The untrained predictions are far too confident (the outputs fed to the loss spread "
+                 f"{evidence['output_std']:.3g}); a well-initialised model starts out predicting every class about "
+                 "equally.")
+        fixes = ["Use the default initialisation (or scale the last layer's weights down, e.g. x 0.01), and check "
+                 "the input scale (DAT001)."]
     ctx.emit("LOS004",
              f"The untrained model's {_loss_name(call)} is {value:.4g}; a model that has learnt nothing gives about "
              f"{expected:.4g} ({words}). {cause}",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -20,7 +20,7 @@ from nndoctor.checks import SkipCheck, check
 from nndoctor.checks.loss import traced_pass
 from nndoctor.context import Context
 from nndoctor.probes.activation_stats import ActivationStats, SiteStats
-from nndoctor.probes.nonfinite import Birth, FirstNonFinite, guarded_steps, replay_to
+from nndoctor.probes.nonfinite import Birth, FirstNonFinite, GuardResult, guarded_steps, replay_to
 from nndoctor.probes.op_trace import Risk
 
 # ----- NUM001 / NUM002 -------------------------------------------------------------------------------
@@ -55,7 +55,7 @@ def first_non_finite(ctx: Context) -> None:
     if any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in D.tensors_in(batch)):
         raise SkipCheck("the first batch itself holds NaN/Inf (DAT002 reports it)")
     model = ctx.fresh_model().train()
-    bad = [name for name, p in model.named_parameters() if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+    bad = _non_finite_parameters(model)
     if bad:
         _report_bad_parameters(ctx, bad)
         return
@@ -78,9 +78,15 @@ def first_non_finite(ctx: Context) -> None:
         _locate(ctx, model, step_loss, guard)
 
 
-def _locate(ctx: Context, model: torch.nn.Module, step_loss, guard) -> None:
+def _non_finite_parameters(model: torch.nn.Module) -> list[str]:
+    return [name for name, p in model.named_parameters() if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+
+
+def _locate(ctx: Context, model: torch.nn.Module, step_loss: Callable[[torch.nn.Module], torch.Tensor],
+            guard: GuardResult) -> None:
+    """Replay the step that went wrong with op-level instrumentation and report where NaN/Inf was born."""
     step = guard.trip_step
-    bad = [name for name, p in model.named_parameters() if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+    bad = _non_finite_parameters(model)
     if bad:  # finite gradients, but the update made NaN/Inf (a huge learning rate, Adam with eps=0)
         _report_bad_update(ctx, bad, guard)
         return
@@ -100,7 +106,7 @@ def _locate(ctx: Context, model: torch.nn.Module, step_loss, guard) -> None:
     _report_backward(ctx, probe.backward_birth, guard)
 
 
-def _report_forward(ctx: Context, birth: Birth, guard) -> None:
+def _report_forward(ctx: Context, birth: Birth, guard: GuardResult) -> None:
     op = _op_name(birth.op)
     made = _made(birth.produced)
     inputs = "; ".join(_range_words(r) for r in birth.inputs[:3]) or "no tensor inputs"
@@ -117,7 +123,7 @@ def _report_forward(ctx: Context, birth: Birth, guard) -> None:
              suggestions=_suggestions(fix, guard))
 
 
-def _report_backward(ctx: Context, birth: Birth, guard) -> None:
+def _report_backward(ctx: Context, birth: Birth, guard: GuardResult) -> None:
     op = _op_name(birth.op)
     cause, fix = _OP_HINTS.get(op, ("", "check where its derivative is infinite for these inputs"))
     inputs = "; ".join(_range_words(r) for r in birth.inputs[:3]) or "inputs not recorded"
@@ -145,7 +151,7 @@ def _report_bad_parameters(ctx: Context, names: list[str]) -> None:
              suggestions=["Re-initialise those parameters, or load a checkpoint saved before training diverged."])
 
 
-def _report_bad_update(ctx: Context, names: list[str], guard) -> None:
+def _report_bad_update(ctx: Context, names: list[str], guard: GuardResult) -> None:
     step = guard.trip_step
     ctx.emit("NUM002", f"The gradients of training step {step} were finite (norm {guard.grad_norms[step - 1]:.3g}), "
                        "but the optimizer's update made parameters NaN/Inf: "
@@ -157,14 +163,14 @@ def _report_bad_update(ctx: Context, names: list[str], guard) -> None:
                           "Clip gradients (`torch.nn.utils.clip_grad_norm_`) and lower the learning rate."])
 
 
-def _history(guard) -> str:
+def _history(guard: GuardResult) -> str:
     if len(guard.losses) < 2:
         return ""
     shown = ", ".join(f"{v:.3g}" for v in guard.losses)
     return f" The loss over the steps on one batch: {shown}."
 
 
-def _suggestions(fix: str, guard) -> list[str]:
+def _suggestions(fix: str, guard: GuardResult) -> list[str]:
     out = [f"Guard the op: {fix}."]
     finite = [v for v in guard.losses if math.isfinite(v)]
     if len(finite) >= 2 and finite[-1] > 10 * abs(finite[0]):

@@ -53,9 +53,10 @@ def guarded_steps(model: nn.Module, optimizer: torch.optim.Optimizer, step_loss:
         optimizer.zero_grad(set_to_none=True)
         loss = step_loss(model)
         loss.backward()
-        grads = [p.grad for p in params if p.grad is not None]
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else loss.new_zeros(())
-        loss_value, norm_value = torch.stack([loss.detach().float(), norm.float().to(loss.device)]).tolist()  # one sync
+        grads = [p.grad.coalesce().values() if p.grad.is_sparse else p.grad for p in params if p.grad is not None]
+        norms = [n.float().to(loss.device) for n in torch._foreach_norm(grads)] if grads else [loss.new_zeros(())]
+        norm = torch.linalg.vector_norm(torch.stack(norms))
+        loss_value, norm_value = torch.stack([loss.detach().float().reshape(()), norm]).tolist()  # one sync
         result.losses.append(loss_value)
         result.grad_norms.append(norm_value)
         if not math.isfinite(loss_value) or not math.isfinite(norm_value):
@@ -82,7 +83,7 @@ def replay_to(model: nn.Module, optimizer: torch.optim.Optimizer, step_loss: Cal
 def value_range(t: torch.Tensor) -> dict[str, Any]:
     """Shape, finite min/max and counts of NaN, Inf, zeros and negatives of a tensor."""
     t = t.detach()
-    x = t.float() if t.is_floating_point() else t.double()
+    x = (t.abs() if t.is_complex() else t).double()
     finite = torch.isfinite(x)
     values = x[finite]
     counts = torch.stack([(~finite & torch.isnan(x)).sum(), torch.isinf(x).sum(), (x == 0).sum(), (x < 0).sum()])
@@ -145,8 +146,8 @@ class FirstNonFinite(TorchFunctionMode):
             self._modules.__exit__(*exc)
 
     def birth_of(self, t: torch.Tensor) -> Birth | None:
-        """The forward birth whose values ``t`` carries (else the first birth, if any)."""
-        return self._carried(t) or (self.births[0] if self.births else None)
+        """The forward birth whose non-finite values ``t`` carries; None when they came from elsewhere."""
+        return self._carried(t)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -174,7 +175,8 @@ class FirstNonFinite(TorchFunctionMode):
             in_nan, in_inf = _flags(inputs)
             site = site or current_site(self._modules, sys._getframe(0))
             if (out_nan and not in_nan) or (out_inf and not (in_nan or in_inf) and name not in _WRITES_INF):
-                birth = Birth("forward", name, site, [value_range(t) for t in inputs], value_range(outputs[0]))
+                made = next(t for t in outputs if not bool(torch.isfinite(t).all()))
+                birth = Birth("forward", name, site, [value_range(t) for t in inputs], value_range(made))
                 self.births.append(birth)
             elif in_nan and self.entered is None:
                 self.entered = (name, site)
