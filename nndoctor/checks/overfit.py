@@ -40,8 +40,9 @@ MIN_STEPS = 50  # fewer steps than this (a slow model cut by time) cannot show a
 ERROR_OK = 0.02  # classification: at most 2% of labels wrong on the batch counts as overfit
 REGRESSION_OK = 0.05  # regression: MSE at most 5% of the targets' variance (R² >= 0.95)
 LOSS_OK = 0.05  # without a task error (custom step): the loss at 5% of its start
-SHARE, MAX_SECONDS = 0.3, 60.0  # the overfit step's share of the remaining budget, and its cap
-BASELINE_SHARE, SWEEP_SHARE = 0.4, 0.3  # of that: the baseline run, the learning-rate range test
+SHARE, MAX_SECONDS = 0.35, 60.0  # the overfit step's share of the remaining budget, and its cap
+BASELINE_SHARE, SWEEP_SHARE = 0.6, 0.3  # of that: the baseline run (the verdict needs it), then of what is left
+# for the learning-rate range test; small models use a fraction of these (bench/bench_overfit.py)
 SWEEP_STEPS = 30  # steps per learning rate in the range test
 MAX_SWEEP_RUNS = 7
 MIN_EXPONENT, MAX_EXPONENT = -4, 4  # the range test tries the user's lr times 10**k for k in this range
