@@ -10,7 +10,8 @@ Plots read these keys, all optional (absent or malformed data means no plot, nev
 ``report.meta["extras"]`` (what checks put in ``ctx.extras``):
   - ``"overfit"``: ``{"curves": {label: curve}, "ylabel": "loss"}`` -- single-batch training; the
     first curve is the main run, later ones are overlaid. Labels say what a run is: one containing
-    "fix" is drawn as a verified fix, one with "confirm" or a learning rate ("lr") as a confirmation.
+    "fix" (and not "confirm") is drawn solid as a verified fix, others dashed as confirmations; runs
+    whose labels name the same code ("LOS001") share a colour.
   - ``"gradients"``: ``{"layers": [{"name": "model.0", "grad_norm": 0.1, "update_ratio": 1e-3}, ...]}``
     -- per layer, in model order.
   - ``"activations"``: ``{"layers": [{"name": "model.1", "dead_fraction": 0.9,
@@ -276,8 +277,9 @@ def _step_figures(report: Report, step: str, findings: list[Finding]) -> list[st
                        "range (saturated), on one batch. Red: layers named in a finding."))
     if step == "overfit":
         makers.append((lambda: _overfit_plot(extras),
-                       "Training a copy on one fixed batch: a healthy model drives the loss towards zero. Dashed "
-                       "lines: the experiments that confirm the diagnosis or verify the fix."))
+                       "Training a copy on one fixed batch: a healthy model drives the loss towards zero. Thick "
+                       "line: the model as given; dashed: experiments that confirm a diagnosis; thin solid: a fix "
+                       "verified on the copy (one colour per change)."))
         makers.append((lambda: _gradient_plot(extras, findings, flagged),
                        "Per layer (median over the single-batch run): the gradient norm, and the size of one update "
                        "relative to the weights: 1e-4 to 1e-1 is typical; far below, the layer barely learns; near "

@@ -22,8 +22,9 @@ from matplotlib.ticker import NullFormatter
 MAX_LAYERS = 40  # bars per layer chart; beyond that, the extremes are kept (see _keep_layers)
 LOG_SPAN = 10.0  # a positive curve spanning more than this ratio gets a log axis (a plateau stays visible)
 
-# Colours shared with the page's CSS (html.py): one meaning each.
+# Colours, one meaning each (the page uses the same red for errors).
 MAIN, CONFIRM, FIX, EXTRA = "#1d4ed8", "#d97706", "#15803d", "#7c3aed"
+RUN_COLOURS = [CONFIRM, FIX, EXTRA, "#0891b2", "#be185d", "#65a30d", "#92400e"]  # one per change tried
 FLAGGED, NEUTRAL, LIGHT = "#b42318", "#64748b", "#cbd5e1"
 KIND_COLOURS = {"model": MAIN, "baseline": NEUTRAL, "chance": LIGHT, "known": EXTRA, "ablation": CONFIRM}
 
@@ -93,23 +94,23 @@ def curves_plot(curves: dict[str, Any], *, title: str, ylabel: str = "loss", xla
                 markers: Sequence[tuple[float, str]] = ()) -> str | None:
     """Lines of ``{label: curve}`` on one axis; the first is the main run, the others are overlaid.
 
-    A curve that turns NaN/Inf ends with an x at its last finite point. ``markers`` are
-    ``(step, label)`` vertical lines (e.g. where a finding was raised).
+    Overlaid runs get one colour per change they try (the code in their label, e.g. "(LOS001)" and
+    "LOS001 fix: ..." share one), dashed for a confirmation, solid for a verified fix. A curve that
+    turns NaN/Inf ends with an x at its last finite point. ``markers`` are ``(step, label)`` vertical
+    lines (e.g. where a finding was raised).
     """
     parsed = {str(label): xy for label, values in curves.items() if (xy := curve(values)) is not None}
     parsed = {k: v for k, v in parsed.items() if any(math.isfinite(y) for y in v[1])}
     if not parsed:
         return None
     with matplotlib.rc_context(_RC):
-        fig = Figure(figsize=(7.2, 2.9))
+        fig = Figure(figsize=(7.2, 2.9 + 0.17 * (len(parsed) if len(parsed) > 1 else 0)), layout="constrained")
         ax = fig.add_subplot()
         finite = [y for _, ys in parsed.values() for y in ys if math.isfinite(y)]
         if min(finite) > 0 and max(finite) / min(finite) > LOG_SPAN:
             ax.set_yscale("log")
-        for (label, (xs, ys)), colour in zip(parsed.items(), _line_colours(parsed)):
-            main = colour == MAIN
-            ax.plot(xs, [y if math.isfinite(y) else math.nan for y in ys], color=colour, label=_short(label, 60),
-                    linewidth=2.0 if main else 1.4, linestyle="-" if main else "--")
+        for (label, (xs, ys)), style in zip(parsed.items(), _line_styles(list(parsed))):
+            ax.plot(xs, [y if math.isfinite(y) else math.nan for y in ys], label=_short(label, 110), **style)
             last = max((i for i, y in enumerate(ys) if math.isfinite(y)), default=None)
             if last is not None and last < len(ys) - 1:  # diverged: mark where the numbers ran out
                 ax.plot([xs[last]], [ys[last]], marker="x", markersize=9, color=FLAGGED, linestyle="none")
@@ -122,8 +123,8 @@ def curves_plot(curves: dict[str, Any], *, title: str, ylabel: str = "loss", xla
         ax.set_title(_literal(title), loc="left")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        if len(parsed) > 1:
-            ax.legend(loc="best", fontsize=8)
+        if len(parsed) > 1:  # below the axes: long labels never hide a curve
+            fig.legend(loc="outside lower left", fontsize=8, handlelength=3)
         return to_svg(fig, title)
 
 
@@ -213,20 +214,17 @@ def to_svg(fig: Figure, label: str) -> str:
     return svg.replace("<svg ", f'<svg role="img" aria-label="{html.escape(label)}" ', 1)
 
 
-def _line_colours(curves: dict[str, Any]) -> list[str]:
-    """Main run first; confirmation and fix runs get their own colours, by what their label says."""
-    out = []
-    for i, label in enumerate(curves):
-        low = label.lower()
-        if i == 0:
-            out.append(MAIN)
-        elif "fix" in low:
-            out.append(FIX)
-        elif "confirm" in low or "lr" in low or "rate" in low:
-            out.append(CONFIRM)
-        else:
-            out.append(EXTRA if i == 1 else NEUTRAL)
-    return out
+def _line_styles(labels: list[str]) -> list[dict[str, Any]]:
+    """Matplotlib line styles: the main run thick blue; then one colour per change, dashed when the
+    label says it is a confirmation, solid when it is a fix."""
+    colours: dict[str, str] = {}
+    styles = [{"color": MAIN, "linewidth": 2.2, "linestyle": "-"}]
+    for label in labels[1:]:
+        change = m.group(0) if (m := re.search(r"\b[A-Z]{3}\d{3}\b", label)) else label
+        colour = colours.setdefault(change, RUN_COLOURS[len(colours) % len(RUN_COLOURS)])
+        confirmation = "confirm" in label.lower() or "fix" not in label.lower()
+        styles.append({"color": colour, "linewidth": 1.4, "linestyle": "--" if confirmation else "-"})
+    return styles
 
 
 def _decades(values: list[float]) -> tuple[float, float]:
