@@ -42,7 +42,7 @@ def test_loss_calls_are_found_inside_modules_functions_and_lambdas():
     assert ce.origin.site.location() == "model.1"
     assert nll.origin is None  # the log made new values
     assert mse.origin.op == "softmax"  # slicing keeps the origin
-    assert ce.option("label_smoothing") == 0.1
+    assert ce.kwargs["label_smoothing"] == 0.1
     assert torch.allclose(ce.recompute(ce.input), ce.value)  # the same loss, recomputed
     assert math.isclose(float(ce.recompute(torch.zeros_like(out))), math.log(3), rel_tol=1e-6)
     assert [r.kind for r in trace.risks] == ["log-of-probabilities"]

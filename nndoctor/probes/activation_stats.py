@@ -15,6 +15,7 @@ the device:
 from __future__ import annotations
 
 import sys
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,14 +50,15 @@ class SiteStats:
 
 
 class ActivationStats(TorchFunctionMode):
-    """``with ActivationStats(model) as stats: model(x1); model(x2)``; then ``stats.results()``."""
+    """``with ActivationStats(model) as stats:``, then for each batch ``stats.new_pass(); model(x)``; then
+    ``stats.results()``."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self._modules = ModuleTrace(model)
         self._sites: dict[tuple, dict[str, Any]] = {}  # key -> accumulators on the device
         self._calls: dict[tuple, int] = {}  # calls per (module, line) in the current forward
-        self._channel_first: set[int] = set()  # ids of conv1d outputs
+        self._channel_first: dict[int, weakref.ref] = {}  # conv1d outputs: (N, C, L), units on dim 1
 
     def __enter__(self) -> "ActivationStats":
         self._modules.__enter__()
@@ -88,7 +90,7 @@ class ActivationStats(TorchFunctionMode):
         if name in SQUASHING and isinstance(result, torch.Tensor) and result.is_floating_point():
             self._squash(name.rstrip("_"), result, SQUASHING[name])
         elif name in _CONV and isinstance(result, torch.Tensor):
-            self._channel_first.add(id(result))
+            self._channel_first[id(result)] = weakref.ref(result)
         return result
 
     def _relu(self, x: torch.Tensor) -> None:
@@ -120,7 +122,8 @@ class ActivationStats(TorchFunctionMode):
     def _unit_axis(self, t: torch.Tensor) -> int | None:
         if t.ndim < 2 or t.numel() == 0:
             return None
-        return 1 if t.ndim >= 4 or id(t) in self._channel_first else t.ndim - 1
+        conv = self._channel_first.get(id(t))
+        return 1 if t.ndim >= 4 or (conv is not None and conv() is t) else t.ndim - 1
 
     def _site(self, kind: str, t: torch.Tensor, axis: int) -> dict[str, Any] | None:
         site = current_site(self._modules, sys._getframe(0))

@@ -97,7 +97,7 @@ class LossCall:
 
     name: str  # e.g. "cross_entropy"
     func: Callable[..., Any]
-    args: tuple  # detached tensors and plain values, as passed
+    args: tuple  # (input, target, ...) detached, as passed (input and target positional)
     kwargs: dict[str, Any]
     value: torch.Tensor  # the loss, detached
     origin: Origin | None  # where the input came from, when an op above made it
@@ -109,10 +109,7 @@ class LossCall:
 
     @property
     def target(self) -> Any:
-        return self.args[1] if len(self.args) > 1 else self.kwargs.get("target")
-
-    def option(self, name: str, default: Any = None) -> Any:
-        return self.kwargs.get(name, default)
+        return self.args[1] if len(self.args) > 1 else None
 
     def recompute(self, new_input: torch.Tensor) -> torch.Tensor:
         """The same loss, with the same targets and options, on other predictions."""
@@ -222,6 +219,10 @@ class OpTrace(TorchFunctionMode):
                 self._risk(Risk("near-zero-division", name.strip("_"), self._site(), value=smallest))
 
     def _loss(self, func: Callable[..., Any], args: tuple, kwargs: dict, result: Any) -> None:
+        kwargs = dict(kwargs)
+        args = tuple(args) or ((kwargs.pop("input"),) if "input" in kwargs else ())
+        if len(args) == 1 and "target" in kwargs:
+            args += (kwargs.pop("target"),)  # positional from here on, so recompute() can swap the input
         if not args or not isinstance(args[0], torch.Tensor) or not isinstance(result, torch.Tensor):
             return
         detach = lambda v: v.detach() if isinstance(v, torch.Tensor) else v  # noqa: E731
