@@ -9,6 +9,13 @@ sys.path.insert(0, os.path.dirname(__file__))  # `from cases import ...`
 
 os.environ.setdefault("NO_COLOR", "1")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: one torch thread each avoids oversubscription (measured: 2 threads per
+    # process on a busy 2-core machine made training steps up to 20x slower).
+    import torch
+
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def artifacts_dir() -> str:
