@@ -279,6 +279,7 @@ def activation_health(ctx: Context) -> None:
     """Dead ReLU units and saturated sigmoid/tanh units of the untrained model, over a few batches."""
     model = ctx.fresh_model().train()  # batch-norm normalises with batch statistics, as in training
     seen = 0
+    deadline = time.monotonic() + min(1.0, 0.02 * ctx.budget.remaining())  # the first batch, however slow
     with torch.random.fork_rng(devices=[]), torch.no_grad(), warnings.catch_warnings(), \
             ActivationStats(model) as stats:
         warnings.simplefilter("ignore")
@@ -294,8 +295,10 @@ def activation_health(ctx: Context) -> None:
             except Exception:  # a later batch the model cannot take is another check's business
                 break
             seen += D.batch_len(pair[0] if pair is not None else batch)
-            if seen >= SAMPLES:
+            if seen >= SAMPLES or time.monotonic() > deadline:
                 break
+    if not seen:
+        raise SkipCheck("the model did not run on a training batch without gradients")
     sites = [s for s in stats.results() if s.units >= MIN_UNITS]
     if not sites:
         raise SkipCheck("no ReLU, sigmoid or tanh layer with at least 8 units")
