@@ -175,6 +175,30 @@ def test_report_of_a_watched_run_shows_its_loss_curve_with_the_findings_marked(m
     assert render_text(clean_run).rstrip().splitlines()[-1] == "verdict: no problems found in 3.0 s"
 
 
+def test_report_of_a_real_monitored_loop_in_all_three_views():
+    import torch
+    from torch import nn
+
+    import nndoctor
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=10.0)  # diverges: a finding with a loss curve
+    x, y = torch.randn(256, 8), torch.randn(256, 1)
+    with nndoctor.Monitor(model, optimizer) as monitor:
+        for i in range(0, 256 * 4, 32):
+            optimizer.zero_grad()
+            loss = nn.functional.mse_loss(model(x[i % 256:i % 256 + 32]), y[i % 256:i % 256 + 32])
+            loss.backward()
+            optimizer.step()
+    report = monitor.report()
+    validate(report)
+    assert report.errors or report.warnings
+    assert 'aria-label="Loss during the run"' in report.to_html()
+    text = render_text(report)
+    assert max(len(line) for line in text.splitlines()) <= 100 and "verdict: " in text
+
+
 def test_a_diverging_curve_is_marked_where_it_stops():
     svg = plots.curves_plot({"run": [1.0, 3.0, 50.0, "inf", "nan"]}, title="t")
     assert svg is not None and svg.startswith("<svg")
