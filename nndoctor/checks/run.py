@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nndoctor.checks import SkipCheck, check
+from nndoctor.checks import check
 from nndoctor.context import Context
 from nndoctor.data import describe, split_batch, tensors_in
 from nndoctor.probes.errors import ErrorInfo, classify, is_library_file, short_path

@@ -21,10 +21,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from nndoctor.probes.op_trace import Site, current_site
-from nndoctor.probes.trace import ModuleTrace
+from nndoctor.probes.trace import ModuleAwareMode
 
 RELU_LIKE = {"relu", "relu_", "relu6"}
 SQUASHING = {"tanh": 0.01, "tanh_": 0.01, "sigmoid": 0.01, "sigmoid_": 0.01}  # op -> distance from the ends
@@ -49,31 +48,15 @@ class SiteStats:
         return self.saturated / self.values if self.values else 0.0
 
 
-class ActivationStats(TorchFunctionMode):
+class ActivationStats(ModuleAwareMode):
     """``with ActivationStats(model) as stats:``, then for each batch ``stats.new_pass(); model(x)``; then
     ``stats.results()``."""
 
     def __init__(self, model: nn.Module):
-        super().__init__()
-        self._modules = ModuleTrace(model)
+        super().__init__(model)
         self._sites: dict[tuple, dict[str, Any]] = {}  # key -> accumulators on the device
         self._calls: dict[tuple, int] = {}  # calls per (module, line) in the current forward
         self._channel_first: dict[int, weakref.ref] = {}  # conv1d outputs: (N, C, L), units on dim 1
-
-    def __enter__(self) -> "ActivationStats":
-        self._modules.__enter__()
-        try:
-            super().__enter__()
-        except BaseException:
-            self._modules.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        try:
-            super().__exit__(*exc)
-        finally:
-            self._modules.__exit__(*exc)
 
     def new_pass(self) -> None:
         """Call before each forward pass: call positions restart."""

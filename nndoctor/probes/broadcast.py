@@ -15,11 +15,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from nndoctor.probes.data_stats import shares_storage
 from nndoctor.probes.errors import user_call_site
-from nndoctor.probes.trace import ModuleTrace
+from nndoctor.probes.trace import ModuleAwareMode
 
 # Pointwise losses that broadcast input against target (torch only warns); they return a scalar, so
 # the broadcast shape is computed from their arguments.
@@ -56,35 +55,16 @@ def is_cross_product(a: tuple[int, ...], b: tuple[int, ...], result: tuple[int, 
     return size > math.prod(a) and size > math.prod(b) and broadcast_shape(a, b) == tuple(result)
 
 
-class BroadcastTracer(TorchFunctionMode):
+class BroadcastTracer(ModuleAwareMode):
     """``with BroadcastTracer(model) as tracer: <forward and loss>``, then read ``tracer.events``.
 
     Events are deduplicated by (op, shapes, module, source); at most ``limit`` are kept.
     """
 
     def __init__(self, model: nn.Module | None = None, limit: int = 32):
-        super().__init__()
+        super().__init__(model)
         self.events: list[Broadcast] = []
         self.limit = limit
-        self._trace = ModuleTrace(model) if model is not None else None
-
-    def __enter__(self) -> "BroadcastTracer":
-        if self._trace is not None:
-            self._trace.__enter__()
-        try:
-            super().__enter__()
-        except BaseException:
-            if self._trace is not None:
-                self._trace.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        try:
-            super().__exit__(*exc)
-        finally:
-            if self._trace is not None:
-                self._trace.__exit__(*exc)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -116,7 +96,7 @@ class BroadcastTracer(TorchFunctionMode):
 
     def _record(self, func: Any, a: torch.Tensor, b: torch.Tensor, shape: tuple[int, ...], floating: bool) -> None:
         source, line = _user_frame()
-        stack = self._trace.stack if self._trace is not None else []
+        stack = self._modules.stack if self._modules is not None else []
         event = Broadcast(
             op=getattr(func, "__name__", str(func)).strip("_"),
             shapes=(tuple(a.shape), tuple(b.shape)),

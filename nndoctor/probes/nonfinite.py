@@ -23,11 +23,10 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from nndoctor.data import tensors_in
 from nndoctor.probes.op_trace import Site, current_site
-from nndoctor.probes.trace import ModuleTrace
+from nndoctor.probes.trace import ModuleAwareMode
 
 # Ops that write infinities on purpose (masks, padding values) or return uninitialised memory.
 _WRITES_INF = {"full", "full_like", "new_full", "fill_", "fill", "masked_fill", "masked_fill_", "where",
@@ -113,7 +112,7 @@ class _Op:
     inputs: list[torch.Tensor] = field(default_factory=list)  # detached, floating
 
 
-class FirstNonFinite(TorchFunctionMode):
+class FirstNonFinite(ModuleAwareMode):
     """``with FirstNonFinite(model) as probe: loss = <forward and loss>``; then ``probe.birth_of(loss)``;
     ``with probe.watch_backward(loss): loss.backward()``; then ``probe.backward_birth``.
 
@@ -122,28 +121,12 @@ class FirstNonFinite(TorchFunctionMode):
     that received NaN no traced op had made (from the parameters or the data)."""
 
     def __init__(self, model: nn.Module):
-        super().__init__()
+        super().__init__(model)
         self.births: list[Birth] = []  # forward births, in op order
         self.backward_birth: Birth | None = None
         self.entered: tuple[str, Site] | None = None
-        self._modules = ModuleTrace(model)
         self._ops: dict[Any, _Op] = {}  # autograd node -> the forward op that created it
         self._carriers: dict[int, tuple[weakref.ref, Birth]] = {}  # tensors holding a birth's non-finite values
-
-    def __enter__(self) -> "FirstNonFinite":
-        self._modules.__enter__()
-        try:
-            super().__enter__()
-        except BaseException:
-            self._modules.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        try:
-            super().__exit__(*exc)
-        finally:
-            self._modules.__exit__(*exc)
 
     def birth_of(self, t: torch.Tensor) -> Birth | None:
         """The forward birth whose non-finite values ``t`` carries; None when they came from elsewhere."""

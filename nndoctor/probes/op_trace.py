@@ -25,10 +25,9 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from nndoctor.probes.errors import is_library_file, user_call_site
-from nndoctor.probes.trace import ModuleTrace
+from nndoctor.probes.trace import ModuleAwareMode, ModuleTrace
 
 LOSS_FUNCTIONS: dict[Callable[..., Any], str] = {
     F.cross_entropy: "cross_entropy", F.nll_loss: "nll_loss", F.kl_div: "kl_div",
@@ -125,33 +124,14 @@ class Risk:
     value: float | None = None  # large-exp: the largest input; near-zero-division: the smallest |denominator|
 
 
-class OpTrace(TorchFunctionMode):
+class OpTrace(ModuleAwareMode):
     """``with OpTrace(model) as trace: <forward and loss>``; then read ``trace.losses`` and ``trace.risks``."""
 
     def __init__(self, model: nn.Module | None = None):
-        super().__init__()
+        super().__init__(model)
         self.losses: list[LossCall] = []
         self.risks: list[Risk] = []
-        self._modules = ModuleTrace(model) if model is not None else None
         self._origins: dict[int, tuple[weakref.ref, Origin]] = {}
-
-    def __enter__(self) -> "OpTrace":
-        if self._modules is not None:
-            self._modules.__enter__()
-        try:
-            super().__enter__()
-        except BaseException:
-            if self._modules is not None:
-                self._modules.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        try:
-            super().__exit__(*exc)
-        finally:
-            if self._modules is not None:
-                self._modules.__exit__(*exc)
 
     def origin_of(self, t: Any) -> Origin | None:
         entry = self._origins.get(id(t)) if isinstance(t, torch.Tensor) else None

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from nndoctor.data import describe, tensors_in
 
@@ -87,3 +88,30 @@ class ModuleTrace:
             if call.done and not any(True for _ in call.module.children()):
                 lines.append(f"{self.qualified(call.path)} ({type(call.module).__name__}) -> {call.outputs}")
         return lines[-limit:]
+
+
+class ModuleAwareMode(TorchFunctionMode):
+    """A ``TorchFunctionMode`` that also knows which module is running: ``self._modules`` is a
+    ModuleTrace of ``model`` (None without a model), entered and left together with the mode."""
+
+    def __init__(self, model: nn.Module | None = None):
+        super().__init__()
+        self._modules = ModuleTrace(model) if model is not None else None
+
+    def __enter__(self):
+        if self._modules is not None:
+            self._modules.__enter__()
+        try:
+            super().__enter__()
+        except BaseException:
+            if self._modules is not None:
+                self._modules.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            super().__exit__(*exc)
+        finally:
+            if self._modules is not None:
+                self._modules.__exit__(*exc)
