@@ -1,7 +1,8 @@
 """Property-based tests: random small models and data never crash nndoctor, never change the user's
 objects, always give a schema-valid report, and stay within the budget.
 
-A fast subset runs in CI; `python -m pytest -m slow tests/test_fuzz.py` runs hundreds of examples.
+A fast subset runs in CI; `python -m pytest -m slow tests/test_fuzz.py` runs hundreds of examples, and
+`python bench/fuzz_run.py` runs them with counts (examples, internal crashes, state changes).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def test_random_models_fast_subset(spec):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(0)  # hundreds of examples: minutes, not the default 10-minute cap
 @_nightly
 @given(specs)
 def test_random_models_nightly(spec):
