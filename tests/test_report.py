@@ -217,6 +217,19 @@ def test_every_user_string_is_escaped_in_html():
     assert all("<text" not in svg for svg in svgs(page))
 
 
+def test_a_deep_model_keeps_the_flagged_and_the_most_unusual_layers(monkeypatch):
+    kept = []
+    real = plots._keep_layers
+    monkeypatch.setattr(plots, "_keep_layers", lambda *a: kept.append(real(*a)) or kept[-1])
+    layers = [f"model.blocks.{i}" for i in range(100)]
+    norms = [1e-2] * 100
+    norms[50], norms[60], norms[70] = 1e-9, 1e3, 0.0  # vanishing, exploding, no gradient
+    svg = plots.layer_bars_plot(layers, [{"values": norms, "xlabel": "gradient norm", "log": True}],
+                                title="t", flagged=["model.blocks.33"])
+    assert svg is not None and len(kept[0]) == plots.MAX_LAYERS
+    assert {0, 4, 33, 50, 60, 70, 95, 99} <= set(kept[0])
+
+
 def test_plot_labels_with_dollar_signs_are_text_not_tex():
     layers = ["model.$a$", "model.$\\frac{1}{0}$", "model.b$"]
     svg = plots.layer_bars_plot(layers, [{"values": [1.0, 2.0, 3.0], "xlabel": "x"}], title="$x$")

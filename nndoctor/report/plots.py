@@ -19,7 +19,7 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-MAX_LAYERS = 40  # bars per layer chart; beyond that, the extremes are kept (see _keep_layers)
+MAX_LAYERS = 40  # bars per layer chart; beyond that, flagged, first, last and most unusual layers are kept
 LOG_SPAN = 10.0  # a positive curve spanning more than this ratio gets a log axis (a plateau stays visible)
 
 # Colours, one meaning each (the page uses the same red for errors).
@@ -138,9 +138,9 @@ def layer_bars_plot(layers: list[str], panels: list[dict[str, Any]], *, title: s
     panels = [p for p in panels if any(_finite(v) for v in p["values"])]
     if not layers or not panels:
         return None
-    keep = _keep_layers(layers, panels)
-    names = [layers[i] for i in keep]
     flagged = set(flagged)
+    keep = _keep_layers(layers, panels, flagged)
+    names = [layers[i] for i in keep]
     with matplotlib.rc_context(_RC):
         fig = Figure(figsize=(7.2, max(2.0, 1.2 + 0.22 * len(names))), layout="constrained")
         axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
@@ -233,15 +233,20 @@ def _decades(values: list[float]) -> tuple[float, float]:
     return 10.0 ** math.floor(math.log10(min(values)) - 0.5), 10.0 ** math.ceil(math.log10(max(values)) + 1e-9)
 
 
-def _keep_layers(layers: list[str], panels: list[dict[str, Any]]) -> list[int]:
-    """Indices of the layers to draw: all of them, or the first and last few plus the most extreme."""
+def _keep_layers(layers: list[str], panels: list[dict[str, Any]], flagged: set[str]) -> list[int]:
+    """Indices of the layers to draw: all of them, or (a deep model) the layers named in findings, the
+    first and last few, and those farthest from the typical layer (in decades on a log panel)."""
     n = len(layers)
     if n <= MAX_LAYERS:
         return list(range(n))
-    ends = set(range(5)) | set(range(n - 5, n))
-    values = panels[0]["values"]
-    ranked = sorted((i for i in range(n) if i not in ends and _finite(values[i])), key=lambda i: -abs(values[i]))
-    return sorted(ends | set(ranked[: MAX_LAYERS - len(ends)]))
+    keep = {i for i in range(n) if _flag(layers[i], flagged)} | set(range(5)) | set(range(n - 5, n))
+    panel = panels[0]
+    scale = (lambda v: math.log10(v) if v > 0 else -math.inf) if panel.get("log") else (lambda v: v)
+    known = {i: scale(v) for i, v in enumerate(panel["values"]) if _finite(v)}
+    middle = sorted(v for v in known.values() if math.isfinite(v))
+    typical = middle[len(middle) // 2] if middle else 0.0
+    unusual = sorted((i for i in known if i not in keep), key=lambda i: -abs(known[i] - typical))
+    return sorted(keep | set(unusual[: max(0, MAX_LAYERS - len(keep))]))
 
 
 def _flag(name: str, flagged: set[str]) -> bool:
