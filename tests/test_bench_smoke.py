@@ -1,0 +1,22 @@
+"""The benchmarks still run (a smoke run with tiny sizes; no time is asserted)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "bench")
+
+
+def test_monitor_bench_prints_ratios():
+    out = subprocess.run([sys.executable, os.path.join(BENCH, "bench_monitor.py"), "--steps", "2", "--rounds", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("x   detect_anomaly") == 3
+
+
+def test_check_bench_prints_steps():
+    out = subprocess.run([sys.executable, os.path.join(BENCH, "bench_check.py"), "--models", "mlp_digits",
+                          "--no-import"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "mlp_digits" in out.stdout
