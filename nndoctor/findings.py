@@ -51,6 +51,13 @@ class Finding:
             "suggestions": list(self.suggestions),
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Finding":
+        """The inverse of ``to_dict`` (findings travel between ranks as JSON)."""
+        return cls(d["code"], d["message"], d.get("location", ""), dict(d.get("evidence", {})),
+                   list(d.get("suggestions", [])), Severity(d["severity"]) if d.get("severity") else None,
+                   d.get("title", ""))
+
 
 @dataclass
 class CheckRecord:

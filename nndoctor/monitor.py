@@ -24,8 +24,12 @@ from torch.nn.modules import module as module_hooks
 from torch.optim import optimizer as optimizer_hooks
 
 from nndoctor.events import MonitorEvents
+from nndoctor.checks import distributed
 from nndoctor.findings import CheckRecord, Finding, Report
 from nndoctor.probes import live_curve
+from nndoctor.probes.rank_exchange import RankExchange
+from nndoctor.probes.rank_facts import RankFacts, world
+from nndoctor.probes.wrappers import named_modules, named_parameters
 from nndoctor.probes.errors import classify
 
 MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
@@ -41,9 +45,9 @@ class _Watched:
 
     def __init__(self, module: nn.Module):
         self.ref = weakref.ref(module)
-        self.mode_dependent = [(name, m) for name, m in module.named_modules()
+        self.mode_dependent = [(name, m) for name, m in named_modules(module)
                                if isinstance(m, MODE_DEPENDENT) and _active(m)]
-        self.names = {id(p): name for name, p in module.named_parameters()}
+        self.names = {id(p): name for name, p in named_parameters(module)}
         self.trained = False  # seen in a forward with gradients enabled
 
 
@@ -81,7 +85,11 @@ class Monitor(MonitorEvents):
         self._original_backward = None
         self._started = time.monotonic()
         self._ended = False
+        self._report: Report | None = None
         self.error: BaseException | None = None
+        # Distributed runs only: per-rank facts for DDP001-DDP004, carried to rank 0 at report().
+        self._rank_facts = RankFacts(before_group_destroyed=self._before_group_destroyed)
+        self._exchange = RankExchange()
 
     # ----- install / remove ----------------------------------------------------------------------
     def __enter__(self) -> "Monitor":
@@ -103,6 +111,7 @@ class Monitor(MonitorEvents):
             return original(tensor, *args, **kwargs)
 
         torch.Tensor.backward = backward  # type: ignore[method-assign]
+        self._rank_facts.__enter__()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -117,13 +126,15 @@ class Monitor(MonitorEvents):
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._rank_facts.__exit__(None, None, None)
         if self._original_backward is not None:
             torch.Tensor.backward = self._original_backward  # type: ignore[method-assign]
             self._original_backward = None
 
     # ----- forward ---------------------------------------------------------------------------------
     def _pre_forward(self, module: nn.Module, args: tuple) -> None:
-        if self._depth == 0 and not self._replaying and (self.model is None or module is self.model):
+        # With a model given, watch it wherever it is called (a DDP wrapper calls it one level down).
+        if not self._replaying and (module is self.model if self.model is not None else self._depth == 0):
             self._failing = None
             self.on_forward(module, args, {}, torch.is_grad_enabled() and not torch.is_inference_mode_enabled())
         self._depth += 1
@@ -148,6 +159,7 @@ class Monitor(MonitorEvents):
             self._last_train_call = (module, inputs, kwargs)
             self._last_root_eval = not module.training
             self._last_eval_names = [name for name, m in w.mode_dependent if not m.training]
+            self._rank_facts.on_training_forward(module, inputs)
         elif module.training:
             in_train = [name for name, m in w.mode_dependent if m.training]
             for name in in_train[:1] or []:
@@ -187,6 +199,7 @@ class Monitor(MonitorEvents):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         state = self._opt_state(optimizer)
+        self._rank_facts.on_step(self.steps)
         grads = [p.grad for p in state["params"] if p.grad is not None]
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
         had_loss = self._pending_loss is not None
@@ -221,6 +234,8 @@ class Monitor(MonitorEvents):
         state["steps"] += 1
         state["armed"] = True
         self.steps += 1
+        if self._rank_facts.after_step(self.steps):
+            self._exchange.remember_store()
         if self.max_steps is not None and self.steps >= self.max_steps:
             raise StopTraining()
 
@@ -289,7 +304,7 @@ class Monitor(MonitorEvents):
             root = w.ref()
             if root is None:
                 continue
-            for name, m in root.named_modules():
+            for name, m in named_modules(root):
                 if m is target:
                     return f"model.{name}".rstrip(".")
         return None
@@ -332,7 +347,7 @@ class Monitor(MonitorEvents):
             root = w.ref()
             if root is None or not w.trained or not self._optimizers:
                 continue
-            orphans = [name for name, p in root.named_parameters() if p.requires_grad and id(p) not in owned]
+            orphans = [name for name, p in named_parameters(root) if p.requires_grad and id(p) not in owned]
             if orphans:
                 total = sum(1 for p in root.parameters() if p.requires_grad)
                 self.findings.append(Finding(
@@ -349,11 +364,45 @@ class Monitor(MonitorEvents):
                     evidence={"params_with_grad": state["with_grad"]},
                     suggestions=["Check the learning rate and the optimizer's parameter groups."]))
 
+    def _before_group_destroyed(self) -> None:
+        """The script is destroying its process group: keep its store and measure the model while both live."""
+        try:
+            self._exchange.remember_store()
+            self._rank_facts.take_checksums(self.steps)
+        except Exception:  # never let the watcher break the user's shutdown
+            pass
+
     def report(self) -> Report:
-        """The findings so far (call after the loop; the context manager judges on exit)."""
+        """The findings so far (call after the loop; the context manager judges on exit). In a distributed
+        run every rank must call it: rank 0 gets the merged report of all ranks, the others their own."""
         if not self._ended:
             self.on_run_end()
-        checks = [CheckRecord("monitor", "failed" if any(f.severity.value != "info" for f in self.findings)
-                              else "passed", time.monotonic() - self._started, f"{self.steps} optimizer steps", "run")]
-        return Report(findings=list(self.findings), checks=checks,
-                      meta={"steps": self.steps, "extras": {"loss_curve": live_curve.downsample(self.losses)}})
+        if self._report is None:
+            checks = [CheckRecord("monitor", "failed" if any(f.severity.value != "info" for f in self.findings)
+                                  else "passed", time.monotonic() - self._started, f"{self.steps} optimizer steps",
+                                  "run")]
+            self._report = Report(findings=list(self.findings), checks=checks, meta={
+                "steps": self.steps, "extras": {"loss_curve": live_curve.downsample(self.losses)}})
+            rank, size = world()
+            if size > 1:
+                self._merge_ranks(self._report, rank, size)
+        return self._report
+
+    def _merge_ranks(self, report: Report, rank: int, size: int) -> None:
+        if self._rank_facts.checksums and max(self._rank_facts.checksums) < self.steps:
+            self._rank_facts.take_checksums(self.steps)
+        payload = {"facts": self._rank_facts.summary(), "steps": self.steps,
+                   "findings": [f.to_dict() for f in self.findings]}
+        # A rank that crashed may have left the others stuck in a collective: wait for them only briefly.
+        gathered = self._exchange.gather(rank, size, payload, brief=self.error is not None)
+        report.meta.update({"rank": rank, "world_size": size})
+        if gathered is None:
+            return
+        per_rank = [(p["facts"]["rank"], [Finding.from_dict(d) for d in p["findings"]]) for p in gathered]
+        report.findings = distributed.merge(per_rank, size) + distributed.judge([p["facts"] for p in gathered])
+        reported = sorted(p["facts"]["rank"] for p in gathered)
+        report.meta.update({"ranks_reported": reported,
+                            "ranks_missing": [r for r in range(size) if r not in reported],
+                            "steps_per_rank": {str(p["facts"]["rank"]): p["steps"] for p in gathered}})
+        if any(f.severity.value != "info" for f in report.findings):
+            report.checks[0].status = "failed"

@@ -1,0 +1,100 @@
+"""DDP through real processes: `torchrun --nproc_per_node=2 -m nndoctor run` (gloo, CPU) on planted-bug
+scripts and their clean twins, and the Monitor API under torchrun. Rank 0 alone prints one merged report.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "train_ddp.py")
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun test on POSIX")
+
+
+def torchrun(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    # `python -m torch.distributed.run` is torchrun; --standalone picks a free port, so tests can run side by side
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
+    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def run_ddp(tmp_path, *flags: str, options: tuple[str, ...] = ()):
+    path = tmp_path / "ddp.json"
+    out = torchrun("-m", "nndoctor", "run", "--json", str(path), *options, SCRIPT, *flags)
+    assert path.exists(), out.stdout[-3000:] + out.stderr[-3000:]
+    return out, json.loads(path.read_text())
+
+
+def serious(doc) -> list[dict]:
+    return [f for f in doc["findings"] if f["severity"] in ("error", "warning")]
+
+
+# flags planting the bug -> (code, location substring); each twin below differs only by the fix
+PLANTED = [
+    (["--no-wrap", "--seed-by-rank"], "DDP001", "model.0"),  # twin: --seed-by-rank (wrapped in DDP)
+    (["--rank0-reinit"], "DDP001", "model.0"),  # twin: the clean script
+    (["--no-set-epoch"], "DDP002", "sampler"),
+    (["--no-sampler"], "DDP003", "data loader"),  # same seed: identical batches
+    (["--no-sampler", "--seed-by-rank"], "DDP003", "data loader"),  # different shuffles of the whole dataset
+    (["--manual-batches", "--no-sampler"], "DDP003", "data loader"),  # no DataLoader: the same slices
+    (["--bn", "--batch", "8"], "DDP004", "model.1"),  # twin: --bn (32 per rank)
+]
+CLEAN = [[], ["--schedule"], ["--seed-by-rank"], ["--manual-batches"], ["--bn"]]
+
+
+@pytest.mark.parametrize("flags,code,location", PLANTED, ids=[f"{c}{''.join(f)}" for f, c, _ in PLANTED])
+def test_planted_ddp_bug_is_found_and_names_the_ranks(tmp_path, flags, code, location):
+    out, doc = run_ddp(tmp_path, *flags)
+    found = [f for f in doc["findings"] if f["code"] == code]
+    assert found, (out.stdout[-2000:], out.stderr[-2000:])
+    assert location in found[0]["location"]
+    assert found[0]["evidence"]["ranks"] == [0, 1]
+    assert doc["meta"]["ranks_reported"] == [0, 1] and doc["meta"]["world_size"] == 2
+    assert out.stdout.count(f"{code} ") == 1, "only rank 0 prints the report"
+    assert out.returncode == (1 if found[0]["severity"] == "error" else 0), out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("flags", CLEAN, ids=["plain", "lr-schedule", "seed-by-rank", "manual-shards", "bn-32"])
+def test_clean_ddp_scripts_report_nothing(tmp_path, flags):
+    out, doc = run_ddp(tmp_path, *flags)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert serious(doc) == [], serious(doc)
+    assert doc["meta"]["ranks_reported"] == [0, 1]
+    assert "val acc" in out.stdout and "rank 1 done" in out.stdout  # the script's own output is untouched
+    assert out.stdout.count("nndoctor run") == 1
+
+
+def test_max_steps_stops_every_rank_and_exits_cleanly(tmp_path):
+    out, doc = run_ddp(tmp_path, "--epochs", "50", options=("--max-steps", "5"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert doc["meta"]["steps_per_rank"] == {"0": 5, "1": 5}
+    assert serious(doc) == []
+
+
+def test_monitor_api_merges_the_ranks_on_rank_0(tmp_path):
+    path = tmp_path / "monitor.json"
+    out = torchrun(SCRIPT, "--with-monitor", str(path), "--no-sampler")
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads(path.read_text())
+    assert [f["code"] for f in serious(doc)] == ["DDP003"]
+    assert doc["meta"]["ranks_reported"] == [0, 1]
+
+
+def test_monitor_api_clean_twin_is_silent(tmp_path):
+    path = tmp_path / "monitor.json"
+    out = torchrun(SCRIPT, "--with-monitor", str(path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert serious(json.loads(path.read_text())) == []
+
+
+def test_a_crash_on_every_rank_is_reported_once_with_the_exit_status(tmp_path):
+    out, doc = run_ddp(tmp_path, "--crash")
+    assert out.returncode != 0
+    assert "mat1 and mat2" in out.stderr  # the script's own traceback, from its first frame as python prints it
+    assert f'Traceback (most recent call last):\n  File "{SCRIPT}"' in out.stderr
+    (crash,) = [f for f in doc["findings"] if f["code"] == "RUN001"]
+    assert crash["location"] == "model.0" and crash["evidence"]["ranks"] == [0, 1]
