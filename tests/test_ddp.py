@@ -98,3 +98,15 @@ def test_a_crash_on_every_rank_is_reported_once_with_the_exit_status(tmp_path):
     assert f'Traceback (most recent call last):\n  File "{SCRIPT}"' in out.stderr
     (crash,) = [f for f in doc["findings"] if f["code"] == "RUN001"]
     assert crash["location"] == "model.0" and crash["evidence"]["ranks"] == [0, 1]
+
+
+# ----- Lightning's DDP strategy under torchrun: the callback on every rank, one merged report ------------------
+@pytest.mark.parametrize("batch,expected", [("8", ["DDP004"]), ("32", [])], ids=["bn-batch-8", "bn-batch-32"])
+def test_lightning_ddp_callback_merges_the_ranks(tmp_path, batch, expected):
+    pytest.importorskip("lightning.pytorch")
+    path = tmp_path / "lightning.json"
+    out = torchrun(os.path.join(os.path.dirname(SCRIPT), "lightning_ddp.py"), str(path), "--batch", batch)
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads(path.read_text())
+    assert [f["code"] for f in serious(doc)] == expected
+    assert doc["meta"]["ranks_reported"] == [0, 1] and doc["meta"]["steps_per_rank"] == {"0": 40, "1": 40}

@@ -76,13 +76,16 @@ def _feed(h: Any, value: Any) -> None:
         h.update(repr(value).encode())
 
 
-def batch_size_of(inputs: tuple) -> int | None:
-    """The leading dimension of the first tensor argument (the batch, for batch-first models)."""
-    for value in inputs:
+def batch_size_of(inputs: Any) -> int | None:
+    """The leading dimension of the first tensor argument, looking inside lists, tuples and dicts (a
+    framework may call the model with the whole batch): the batch, for batch-first models."""
+    for value in inputs.values() if isinstance(inputs, dict) else inputs:
         if isinstance(value, torch.Tensor) and value.dim() > 0:
             return int(value.shape[0])
-        if isinstance(value, dict):
-            return batch_size_of(tuple(value.values()))
+        if isinstance(value, (list, tuple, dict)):
+            found = batch_size_of(value)
+            if found is not None:
+                return found
     return None
 
 
@@ -257,8 +260,8 @@ class RankFacts:
         if model is None:
             return
         named = [(name, p.detach()) for name, p in named_parameters(model)]
-        if not named:
-            return
+        if not named or "FullyShard" in type(model).__name__ or any(type(p).__name__ == "DTensor" for _, p in named):
+            return  # sharded parameters (FSDP, tensor parallel) legitimately differ across ranks
         with torch.no_grad():
             sums = torch.stack([torch.stack([p.double().sum(), p.double().square().sum()]) for _, p in named])
         values = sums.cpu().tolist()
