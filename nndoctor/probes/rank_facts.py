@@ -41,10 +41,14 @@ def world() -> tuple[int, int]:
             return dist.get_rank(), dist.get_world_size()
     except (ImportError, RuntimeError, ValueError):
         pass
+    return _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
+
+
+def _env_int(name: str, default: int) -> int:
     try:
-        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+        return int(os.environ.get(name, default))
     except ValueError:
-        return 0, 1
+        return default
 
 
 def digest(value: Any) -> str:
@@ -147,6 +151,7 @@ class RankFacts:
     def __init__(self, before_group_destroyed: Callable[[], None] | None = None) -> None:
         self._before_group_destroyed = before_group_destroyed
         self._restore: list[Callable[[], None]] = []
+        self._env_world = _env_int("WORLD_SIZE", 1)  # torchrun's; a group made later is asked directly
         self.sources: dict[int, _Source] = {}
         self._last_source: _Source | None = None
         self.batch_sizes: list[int] = []
@@ -200,9 +205,13 @@ class RankFacts:
         while self._restore:
             self._restore.pop()()
 
-    @staticmethod
-    def distributed() -> bool:
-        return world()[1] > 1
+    def distributed(self) -> bool:
+        """More than one rank (asked on the hot path: the environment is read once)."""
+        if self._env_world > 1:
+            return True
+        import torch.distributed as dist
+
+        return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
     # ----- events ---------------------------------------------------------------------------------------
     def on_batch(self, iterator: Any, batch: Any, starting: bool) -> None:
