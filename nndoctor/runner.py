@@ -55,6 +55,9 @@ def run_script(script: str, args: list[str], *, max_steps: int | None = None, js
     _end_process_group()
     if rank != 0:
         return status
+    if monitor.steps == 0 and not note and not report.findings:  # "no problems" would claim too much
+        note = ("no optimizer step ran in this process, nothing to judge; a script that starts its own "
+                "workers (torch.multiprocessing.spawn) is watched under torchrun -m nndoctor run")
     report.meta.update({"script": script, "args": list(args), "script_exit_status": status, "note": note})
     title = f"nndoctor run {script}" + (f" ({note})" if note else "")
     found = emit_report(report, json_path, html_path, title=title)

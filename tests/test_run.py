@@ -64,3 +64,11 @@ def test_script_sees_main_and_argv(tmp_path):
     out = nndoctor("run", str(script), "a", "--b")
     assert "ARGV ['a', '--b']" in out.stdout
     assert out.returncode == 3
+
+
+def test_a_script_without_training_says_it_saw_no_step(tmp_path):
+    script = tmp_path / "no_training.py"
+    script.write_text("print('just printing')\n")
+    out = nndoctor("run", str(script))
+    assert out.returncode == 0 and "just printing" in out.stdout
+    assert "no optimizer step ran in this process" in out.stdout
