@@ -94,23 +94,23 @@ def _main_loader(rank: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _sampler_epoch(ranks: list[dict[str, Any]]) -> list[Finding]:
-    stuck, example = [], None
+    stuck, example, sampler = [], [], ""
     for r in ranks:
         loader = _main_loader(r)
         if loader is None or not (loader["sharded"] and loader["shuffle"] and loader["has_set_epoch"]):
             continue
-        epochs = loader["epochs_at_pass"]
+        epochs = [epoch for epoch, steps in loader["passes"] if steps]  # passes that trained (not evaluation)
         if len(epochs) >= 2 and None not in epochs and len(set(epochs)) == 1:
             stuck.append(r["rank"])
-            example = loader
+            example, sampler = epochs, loader["sampler"]
     if not stuck:
         return []
     return [Finding(
-        "DDP002", f"The training DataLoader's {example['sampler']} began {len(example['epochs_at_pass'])} passes "
-        f"over the data, every one at epoch {example['epochs_at_pass'][0]}: set_epoch() is never called, so each "
-        f"epoch shuffles the data into the same order [{_ranks(stuck, ranks[0]['world_size'])}].",
+        "DDP002", f"The training DataLoader's {sampler} began {len(example)} training passes over the "
+        f"data, every one at epoch {example[0]}: set_epoch() is never called, so each epoch shuffles the data "
+        f"into the same order [{_ranks(stuck, ranks[0]['world_size'])}].",
         location="training data loader (sampler)",
-        evidence={"ranks": stuck, "passes": len(example["epochs_at_pass"]), "epochs": example["epochs_at_pass"]},
+        evidence={"ranks": stuck, "passes": len(example), "epochs": example},
         suggestions=["Call sampler.set_epoch(epoch) at the start of every epoch, before iterating the loader."])]
 
 

@@ -70,7 +70,10 @@ class RankExchange:
         try:
             store.set(f"{prefix}/rank{rank}", json.dumps(payload, default=str))
             if rank != 0:
-                store.wait([f"{prefix}/read"], wait)
+                try:  # leave together with rank 0 (a clean distributed exit); its report does not need this
+                    store.wait([f"{prefix}/read"], wait)
+                except Exception:
+                    pass
                 return None
             keys = [f"{prefix}/rank{r}" for r in range(world_size)]
             try:

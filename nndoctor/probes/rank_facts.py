@@ -30,6 +30,7 @@ from nndoctor.sandbox import preserved_rng, seed_all
 
 FIRST_BATCHES = 8  # batches hashed per data loader, and per-rank batch sizes kept
 FINGERPRINT_ITEMS = 3  # dataset items read for the dataset fingerprint
+HASHED_BYTES = 1 << 20  # per tensor: a batch of images is hashed by its first MiB
 
 
 def world() -> tuple[int, int]:
@@ -63,11 +64,12 @@ def _feed(h: Any, value: Any) -> None:
     if isinstance(value, torch.Tensor):
         t = value.detach()
         h.update(f"T{tuple(t.shape)}{t.dtype}".encode())
-        if t.layout == torch.strided and t.numel():
-            h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        if t.layout == torch.strided and t.numel():  # the leading rows: enough to tell batches apart, cheaply
+            flat = t.reshape(-1)[: max(1, HASHED_BYTES // t.element_size())]
+            h.update(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes())
     elif isinstance(value, np.ndarray):
         h.update(f"A{value.shape}{value.dtype}".encode())
-        h.update(np.ascontiguousarray(value).tobytes())
+        h.update(np.ascontiguousarray(value.reshape(-1)[: max(1, HASHED_BYTES // max(1, value.itemsize))]).tobytes())
     elif isinstance(value, dict):
         for key in sorted(value, key=repr):
             h.update(repr(key).encode())
@@ -119,8 +121,7 @@ class _Source:
             "map_style": hasattr(dataset, "__getitem__") and not isinstance(dataset, torch.utils.data.IterableDataset),
             "dataset_len": _len(dataset),
             "sampler_len": _len(self.sampler),
-            "passes": 0,  # passes over the data begun
-            "epochs_at_pass": [],  # the sampler's epoch when each pass began
+            "passes": [],  # per pass over the data: [the sampler's epoch when it began, optimizer steps in it]
             "batch_hashes": [],
             "steps": 0,  # optimizer steps taken right after a batch from this loader
             "dataset_digest": None,
@@ -168,9 +169,12 @@ class RankFacts:
         facts = self
 
         def __next__(iterator: Any) -> Any:
-            starting = iterator._num_yielded == 0
+            starting = getattr(iterator, "_num_yielded", None) == 0
             batch = original(iterator)
-            facts.on_batch(iterator, batch, starting)
+            try:
+                facts.on_batch(iterator, batch, starting)
+            except Exception:  # an unusual iterator: no record, never a broken loop
+                pass
             return batch
 
         base.__next__ = __next__  # type: ignore[method-assign]
@@ -222,9 +226,8 @@ class RankFacts:
         self._last_source = source
         facts = source.facts
         if starting:
-            facts["passes"] += 1
             epoch = getattr(source.sampler, "epoch", None)
-            facts["epochs_at_pass"].append(epoch if isinstance(epoch, int) else None)
+            facts["passes"].append([epoch if isinstance(epoch, int) else None, 0])
         if len(facts["batch_hashes"]) < FIRST_BATCHES and self.distributed():
             facts["batch_hashes"].append(digest(batch))
 
@@ -252,6 +255,8 @@ class RankFacts:
         source = self._last_source
         if source is not None and self.distributed():
             source.facts["steps"] += 1
+            if source.facts["passes"]:
+                source.facts["passes"][-1][1] += 1
             if source.facts["dataset_digest"] is None and not source.facts["sharded"] and source.facts["map_style"]:
                 source.facts["dataset_digest"] = self._dataset_digest(source)
 
