@@ -10,6 +10,14 @@ import sys
 
 import pytest
 
+def validate_json(doc: dict) -> None:
+    """The merged report against the JSON Schema that ships in the package."""
+    import jsonschema
+    from importlib import resources
+
+    jsonschema.validate(doc, json.loads(resources.files("nndoctor.report").joinpath("schema.json").read_text()))
+
+
 SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "train_ddp.py")
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun test on POSIX")
@@ -26,7 +34,9 @@ def run_ddp(tmp_path, *flags: str, options: tuple[str, ...] = ()):
     path = tmp_path / "ddp.json"
     out = torchrun("-m", "nndoctor", "run", "--json", str(path), *options, SCRIPT, *flags)
     assert path.exists(), out.stdout[-3000:] + out.stderr[-3000:]
-    return out, json.loads(path.read_text())
+    doc = json.loads(path.read_text())
+    validate_json(doc)
+    return out, doc
 
 
 def serious(doc) -> list[dict]:
