@@ -17,7 +17,8 @@ from nndoctor.probes.rank_facts import RankFacts, digest
 
 
 def _rank_summary(monkeypatch, rank: int, *, sampler: bool = True, set_epoch: bool = True, eval_pass: bool = False,
-                  batch: int = 16, bn: bool = False, seed: int = 0, epochs: int = 2) -> dict:
+                  batch: int = 16, bn: bool = False, seed: int = 0, epochs: int = 2,
+                  rebuild: str = "") -> dict:
     """One rank of two trained through RankFacts' events, as the Monitor drives them."""
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", str(rank))
@@ -31,6 +32,10 @@ def _rank_summary(monkeypatch, rank: int, *, sampler: bool = True, set_epoch: bo
     steps = 0
     with RankFacts() as facts:
         for epoch in range(epochs):
+            if rebuild:  # a new sampler and loader every epoch: seeded by the epoch, or not at all
+                dist_sampler = DistributedSampler(data, num_replicas=2, rank=rank, shuffle=True,
+                                                  seed=epoch if rebuild == "seeded" else 0)
+                loader = DataLoader(data, batch_size=batch, sampler=dist_sampler)
             if dist_sampler is not None and set_epoch:
                 dist_sampler.set_epoch(epoch)
             for x, y in loader:
@@ -76,6 +81,11 @@ def test_set_epoch_never_called_is_ddp002(monkeypatch):
     ranks = _pair(monkeypatch, set_epoch=False)
     (finding,) = distributed.judge(ranks)
     assert finding.code == "DDP002" and finding.evidence["ranks"] == [0, 1]
+
+
+@pytest.mark.parametrize("rebuild,codes", [("unseeded", ["DDP002"]), ("seeded", [])])
+def test_a_sampler_rebuilt_every_epoch_must_change_its_seed(monkeypatch, rebuild, codes):
+    assert _codes(_pair(monkeypatch, set_epoch=False, rebuild=rebuild, epochs=3)) == codes
 
 
 def test_a_second_pass_over_the_training_data_for_evaluation_is_not_an_epoch(monkeypatch):

@@ -94,24 +94,31 @@ def _main_loader(rank: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _sampler_epoch(ranks: list[dict[str, Any]]) -> list[Finding]:
-    stuck, example, sampler = [], [], ""
+    stuck, passes, sampler = [], 0, ""
     for r in ranks:
-        loader = _main_loader(r)
-        if loader is None or not (loader["sharded"] and loader["shuffle"] and loader["has_set_epoch"]):
-            continue
-        epochs = [epoch for epoch, steps in loader["passes"] if steps]  # passes that trained (not evaluation)
-        if len(epochs) >= 2 and None not in epochs and len(set(epochs)) == 1:
-            stuck.append(r["rank"])
-            example, sampler = epochs, loader["sampler"]
+        for loaders in _by_dataset(r["training_loaders"]):
+            shuffling = [f for f in loaders if f["sharded"] and f["shuffle"] and f["has_set_epoch"]]
+            # the shuffling seed (seed + epoch) of every pass that trained (not an evaluation pass)
+            seeds = [seed for f in shuffling for seed, steps in f["passes"] if steps]
+            if len(seeds) >= 2 and None not in seeds and len(set(seeds)) == 1:
+                stuck.append(r["rank"])
+                passes, sampler = len(seeds), shuffling[0]["sampler"]
+                break
     if not stuck:
         return []
     return [Finding(
-        "DDP002", f"The training DataLoader's {sampler} began {len(example)} training passes over the "
-        f"data, every one at epoch {example[0]}: set_epoch() is never called, so each epoch shuffles the data "
-        f"into the same order [{_ranks(stuck, ranks[0]['world_size'])}].",
-        location="training data loader (sampler)",
-        evidence={"ranks": stuck, "passes": len(example), "epochs": example},
+        "DDP002", f"The training DataLoader's {sampler} shuffled all {passes} training passes over the data with "
+        f"the same seed: set_epoch() is never called, so every epoch visits the samples in the same order "
+        f"[{_ranks(stuck, ranks[0]['world_size'])}].",
+        location="training data loader (sampler)", evidence={"ranks": stuck, "passes": passes},
         suggestions=["Call sampler.set_epoch(epoch) at the start of every epoch, before iterating the loader."])]
+
+
+def _by_dataset(loaders: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for f in loaders:
+        groups.setdefault(f.get("dataset_id"), []).append(f)
+    return list(groups.values())
 
 
 # ----- DDP003: ranks that read the same samples --------------------------------------------------------------

@@ -118,10 +118,12 @@ class _Source:
             "shuffle": bool(getattr(self.sampler, "shuffle", False)) if shards else None,
             "has_set_epoch": callable(getattr(self.sampler, "set_epoch", None)),
             "dataset": type(dataset).__name__,
+            "dataset_id": id(dataset),  # loaders rebuilt every epoch over one dataset are judged together
             "map_style": hasattr(dataset, "__getitem__") and not isinstance(dataset, torch.utils.data.IterableDataset),
             "dataset_len": _len(dataset),
             "sampler_len": _len(self.sampler),
-            "passes": [],  # per pass over the data: [the sampler's epoch when it began, optimizer steps in it]
+            # per pass over the data: [the sampler's shuffling seed (seed + epoch) when it began, optimizer steps]
+            "passes": [],
             "batch_hashes": [],
             "steps": 0,  # optimizer steps taken right after a batch from this loader
             "dataset_digest": None,
@@ -226,8 +228,9 @@ class RankFacts:
         self._last_source = source
         facts = source.facts
         if starting:
-            epoch = getattr(source.sampler, "epoch", None)
-            facts["passes"].append([epoch if isinstance(epoch, int) else None, 0])
+            epoch, seed = getattr(source.sampler, "epoch", None), getattr(source.sampler, "seed", 0)
+            shuffle_seed = epoch + seed if isinstance(epoch, int) and isinstance(seed, int) else None
+            facts["passes"].append([shuffle_seed, 0])
         if len(facts["batch_hashes"]) < FIRST_BATCHES and self.distributed():
             facts["batch_hashes"].append(digest(batch))
 
