@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
+import sys
 import time
 import weakref
 from typing import Any
@@ -30,7 +32,8 @@ from nndoctor.probes import live_curve
 from nndoctor.probes.rank_exchange import RankExchange
 from nndoctor.probes.rank_facts import RankFacts, world
 from nndoctor.probes.wrappers import named_modules, named_parameters
-from nndoctor.probes.errors import classify
+from nndoctor.probes.errors import classify, is_library_file, short_path
+from nndoctor.probes.loss_sign import negated_loss
 
 MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
 
@@ -49,6 +52,18 @@ class _Watched:
                                if isinstance(m, MODE_DEPENDENT) and _active(m)]
         self.names = {id(p): name for name, p in named_parameters(module)}
         self.trained = False  # seen in a forward with gradients enabled
+
+
+def _user_line(frame: Any) -> tuple[str, str]:
+    """("file.py:12", source text) of the first frame outside torch, libraries and nndoctor."""
+    import linecache
+
+    while frame is not None and is_library_file(frame.f_code.co_filename):
+        frame = frame.f_back
+    if frame is None:
+        return "loss", ""
+    filename = frame.f_code.co_filename
+    return f"{short_path(filename)}:{frame.f_lineno}", linecache.getline(filename, frame.f_lineno).strip()
 
 
 def _active(m: nn.Module) -> bool:
@@ -71,6 +86,10 @@ class Monitor(MonitorEvents):
         self._roots: dict[int, _Watched] = {}
         self._optimizers: dict[int, dict[str, Any]] = {}
         self._pending_loss: torch.Tensor | None = None
+        self._pending_negated: str | None = None  # the backward's scalar is minus this non-negative loss
+        self._negated_steps = 0
+        self._negated_site: tuple[str, str] | None = None
+        self._negated_name = ""
         self._stale_flag: torch.Tensor | None = None
         self._stale_steps = 0
         self._eval_training_steps: dict[str, int] = {}  # eval-mode module path -> steps trained so
@@ -168,6 +187,12 @@ class Monitor(MonitorEvents):
     # ----- backward and step ------------------------------------------------------------------------
     def on_backward(self, loss: torch.Tensor) -> None:
         self._pending_loss = loss.detach()
+        try:
+            self._pending_negated = negated_loss(loss)
+        except Exception:  # an unusual graph: no reading
+            self._pending_negated = None
+        if self._pending_negated and self._negated_site is None:
+            self._negated_site = _user_line(sys._getframe(1))
 
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self.on_before_optimizer_step(optimizer)
@@ -180,7 +205,8 @@ class Monitor(MonitorEvents):
         if state is None:
             params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
             state = {"params": params, "ids": {id(p) for p in params}, "steps": 0, "armed": False,
-                     "before": None, "changed": None}
+                     "before": None, "changed": None,
+                     "trains_model": any(isinstance(p, nn.Parameter) for p in params)}
             if params:  # the stale-gradient probe: one leaf hook on one parameter
                 state["hook"] = params[0].register_hook(self._grad_hook(params[0], state))
                 self._handles.append(state["hook"])
@@ -209,6 +235,10 @@ class Monitor(MonitorEvents):
                                                stale.float().cpu()]).tolist()  # the one host transfer
         self._stale_flag = None
         self._pending_loss = None
+        if self._pending_negated and state["trains_model"]:  # not an attack's ascent on its input perturbation
+            self._negated_steps += 1
+            self._negated_name = self._pending_negated
+        self._pending_negated = None
         if had_loss:
             self.losses.append(loss_v)
         self.grad_norms.append(norm_v)
@@ -315,6 +345,7 @@ class Monitor(MonitorEvents):
         self._ended = True
         self._judge_modes()
         self._judge_gradients()
+        self._judge_loss_sign()
         self.findings.extend(live_curve.judge(self.losses, self.grad_norms))
 
     def _judge_modes(self) -> None:
@@ -334,6 +365,25 @@ class Monitor(MonitorEvents):
                 f"mode: {', '.join('model.' + n for n in names[:5])} used training behaviour.",
                 location="model", evidence={"forwards": calls, "modules": names[:20]},
                 suggestions=["Call model.eval() before evaluating, and model.train() afterwards."]))
+
+    def _judge_loss_sign(self) -> None:
+        """OFB001 when most steps minimised minus a non-negative loss, confirmed by that loss (the negated
+        values the Monitor recorded) rising over the run; a double flip (maximize=True) does not rise."""
+        if not self._negated_steps or self._negated_steps < 0.5 * self.steps or len(self.losses) < 10:
+            return
+        errors = [-v for v in self.losses if math.isfinite(v)]
+        width = max(3, len(errors) // 10)
+        first, last = statistics.median(errors[:width]), statistics.median(errors[-width:])
+        if not last > first + 0.05 * max(abs(first), 1e-8):
+            return
+        where = (self._negated_site or ("loss", ""))[0]
+        self.findings.append(Finding(
+            "OFB001", f"{self._negated_steps} of {self.steps} optimizer steps minimised minus {self._negated_name} "
+            f"(the scalar passed to backward() negates it): the error itself rose from {first:.4g} to {last:.4g} (medians "
+            f"of the first and last {width} steps), so training climbs the loss.", location=where,
+            evidence={"negated_loss": self._negated_name, "negated_steps": self._negated_steps, "steps": self.steps,
+                      "error_first": first, "error_last": last},
+            suggestions=[f"Minimise the loss itself: remove the minus sign in front of {self._negated_name}."]))
 
     def _judge_gradients(self) -> None:
         if self._stale_steps >= 2:

@@ -19,6 +19,7 @@ PLANTED = [
     (["--nan"], "NUM001", "train_digits.py:"),
     (["--crash"], "RUN001", "model.body.0"),
     (["--lr", "50", "--epochs", "2"], "OFB002", "loss curve"),
+    (["--ascent"], "OFB001", "train_digits.py:"),  # minus the loss: the error rises while the loss falls
 ]
 
 
