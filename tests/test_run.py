@@ -20,6 +20,9 @@ PLANTED = [
     (["--crash"], "RUN001", "model.body.0"),
     (["--lr", "50", "--epochs", "2"], "OFB002", "loss curve"),
     (["--ascent"], "OFB001", "train_digits.py:"),  # minus the loss: the error rises while the loss falls
+    (["--lr", "1"], "OFB002", "loss curve"),  # blows up at once, then never gets below the untrained loss
+    (["--lr", "1e-6"], "OFB004", "loss curve"),  # far too low: a plateau
+    (["--shuffled-labels"], "OFB004", "loss curve"),  # labels unrelated to inputs: nothing to learn
 ]
 
 

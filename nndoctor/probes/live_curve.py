@@ -51,6 +51,14 @@ def judge(losses: list[float], grad_norms: list[float]) -> list[Finding]:
                                 f"{last:.4g} over the last {width} of {n} steps.", location="loss curve",
                                 evidence={**evidence, "start": start},
                                 suggestions=["Lower the learning rate 10-100x, or add gradient clipping."]))
+    elif _wrecked_by_early_explosion(losses, width):
+        peak = max(range(n), key=losses.__getitem__)
+        findings.append(Finding("OFB002", f"The loss exploded early, from {start:.4g} at the first step to "
+                                f"{losses[peak]:.4g} at step {peak + 1}, and afterwards never got clearly below its "
+                                f"untrained value (best median {best:.4g} over {width} steps): the blow-up wrecked "
+                                "the weights.", location="loss curve",
+                                evidence={**evidence, "start": start, "peak": losses[peak], "peak_step": peak + 1},
+                                suggestions=["Lower the learning rate 10x (or add warm-up and gradient clipping)."]))
     elif last > first + 0.3 * scale and never_improved and _rising(medians):
         findings.append(Finding("OFB001", f"The loss goes up steadily, from {first:.4g} to {last:.4g} over {n} "
                                 "steps, and never improves: a flipped sign (gradient ascent, maximize=True, a "
@@ -71,6 +79,20 @@ def judge(losses: list[float], grad_norms: list[float]) -> list[Finding]:
                                     suggestions=["Raise the learning rate, lower regularisation, and check the "
                                                  "loss and data pipeline (nndoctor check runs those checks)."]))
     return findings
+
+
+def _wrecked_by_early_explosion(losses: list[float], width: int) -> bool:
+    """A transient explosion (over 10x the untrained loss in the first fifth of the run) after which the
+    loss never gets clearly (20%) below the untrained value: training never recovered from it."""
+    start = losses[0]
+    if start <= 0:
+        return False
+    early = losses[: max(2, len(losses) // 5)]
+    peak = max(range(len(early)), key=early.__getitem__)
+    after = losses[peak + 1:]
+    if early[peak] < 10 * start or len(after) < 2 * width:
+        return False
+    return min(_window_medians(after, width)) > 0.8 * start
 
 
 def _rising(medians: list[float]) -> bool:

@@ -2,6 +2,7 @@
 
     python train_digits.py [--no-zero-grad] [--eval-mode-training] [--eval-in-train-mode]
                            [--lr LR] [--foreign-optimizer] [--nan] [--crash] [--epochs N] [--schedule]
+                           [--ascent] [--shuffled-labels]
 """
 import argparse
 import sys
@@ -19,6 +20,7 @@ parser.add_argument("--nan", action="store_true")
 parser.add_argument("--crash", action="store_true")
 parser.add_argument("--ascent", action="store_true")
 parser.add_argument("--schedule", action="store_true")
+parser.add_argument("--shuffled-labels", action="store_true", help="labels drawn at random for every batch")
 parser.add_argument("--lr", type=float, default=1e-3)
 parser.add_argument("--epochs", type=int, default=3)
 args = parser.parse_args()
@@ -57,6 +59,8 @@ for epoch in range(args.epochs):
         model.eval()
     for i in range(0, len(yt), 64):
         xb, yb = xt[i:i + 64], yt[i:i + 64]
+        if args.shuffled_labels:
+            yb = torch.randint(0, 10, yb.shape)
         if not args.no_zero_grad:
             optimizer.zero_grad()
         loss = sign * loss_fn(model(xb), yb)
