@@ -120,3 +120,17 @@ def test_lightning_ddp_callback_merges_the_ranks(tmp_path, batch, expected):
     doc = json.loads(path.read_text())
     assert [f["code"] for f in serious(doc)] == expected
     assert doc["meta"]["ranks_reported"] == [0, 1] and doc["meta"]["steps_per_rank"] == {"0": 40, "1": 40}
+
+
+# ----- Hugging Face Trainer under torchrun (accelerate shards the data): same merge, no false alarm ----------
+@pytest.mark.parametrize("lr,expected", [("0", ["GRD002"]), ("5e-4", [])], ids=["lr-0", "clean"])
+def test_huggingface_ddp_callback_merges_the_ranks(tmp_path, lr, expected):
+    pytest.importorskip("transformers")
+    path = tmp_path / "hf.json"
+    out = torchrun(os.path.join(os.path.dirname(SCRIPT), "hf_ddp.py"), str(path), "--lr", lr)
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads(path.read_text())
+    validate_json(doc)
+    assert [f["code"] for f in serious(doc)] == expected
+    assert all(f["evidence"]["ranks"] == [0, 1] for f in serious(doc))
+    assert doc["meta"]["ranks_reported"] == [0, 1]

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from nndoctor.data import tensors_in
+from nndoctor.probes.module_hooks import ModuleHooks
 
 
 @dataclass
@@ -28,7 +29,7 @@ class Activation:
         return not any(True for _ in self.module.children())
 
 
-class RecordActivations:
+class RecordActivations(ModuleHooks):
     """``with RecordActivations(model) as rec: model(x)``; then ``rec.finished`` lists the calls that
     returned, in completion order (children before their parent)."""
 
@@ -39,17 +40,6 @@ class RecordActivations:
         self._open: list[Activation] = []
         self._handles: list[Any] = []
 
-    def __enter__(self) -> "RecordActivations":
-        for path, module in self.model.named_modules():
-            self._handles.append(module.register_forward_pre_hook(self._pre(path), with_kwargs=True))
-            self._handles.append(module.register_forward_hook(self._post, with_kwargs=True))
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
     def _pre(self, path: str):
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
             occurrence = self._counts.get(path, 0)
@@ -59,7 +49,10 @@ class RecordActivations:
 
         return hook
 
-    def _post(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+    def _post(self, path: str):
+        return self._finish
+
+    def _finish(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         if not self._open or self._open[-1].module is not module:
             return
         call = self._open.pop()

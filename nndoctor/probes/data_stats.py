@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from nndoctor import data as D
+from nndoctor.probes.module_hooks import ModuleHooks
 
 MAX_FEATURES = 4096  # wider inputs (images) are summarised on evenly spaced positions
 
@@ -211,7 +212,7 @@ class LayerCall:
     inputs: list[torch.Tensor]  # the tensors it received (references, not copies)
 
 
-class FirstLayers:
+class FirstLayers(ModuleHooks):
     """The first calls of modules that hold weights or normalise, with what they received.
 
     ``with FirstLayers(model) as layers: model(x)``; ``layers.calls`` is in call order.
@@ -223,19 +224,10 @@ class FirstLayers:
         self.calls: list[LayerCall] = []
         self._handles: list[Any] = []
 
-    def __enter__(self) -> "FirstLayers":
-        for path, module in self.model.named_modules():
-            has_weights = any(True for _ in module.parameters(recurse=False))
-            if has_weights or isinstance(module, NORMALISATION):
-                self._handles.append(module.register_forward_pre_hook(self._hook(path), with_kwargs=True))
-        return self
+    def _hooks(self, path: str, module: nn.Module) -> bool:
+        return any(True for _ in module.parameters(recurse=False)) or isinstance(module, NORMALISATION)
 
-    def __exit__(self, *exc: Any) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def _hook(self, path: str):
+    def _pre(self, path: str):
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
             if len(self.calls) < self.limit:
                 tensors = [t for _, t in named_leaves((args, kwargs))]

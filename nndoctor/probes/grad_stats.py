@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from nndoctor.data import tensors_in
+from nndoctor.probes.module_hooks import ModuleHooks
 
 
 class GradStats:
@@ -104,24 +105,13 @@ class ModuleReach:
 
 
 @dataclass
-class GradReach:
+class GradReach(ModuleHooks):
     """``with GradReach(model) as reach: model(x)``; then ``reach.modules[path]`` for modules that ran."""
 
     model: nn.Module
     modules: dict[str, ModuleReach] = field(default_factory=dict)
     _outputs: dict[int, str] = field(default_factory=dict)  # data_ptr of an output with history -> module
     _handles: list[Any] = field(default_factory=list)
-
-    def __enter__(self) -> "GradReach":
-        for path, module in self.model.named_modules():
-            self._handles.append(module.register_forward_pre_hook(self._pre(path), with_kwargs=True))
-            self._handles.append(module.register_forward_hook(self._post(path), with_kwargs=True))
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
 
     def _pre(self, path: str):
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:

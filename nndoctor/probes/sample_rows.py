@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from nndoctor.data import tensors_in
+from nndoctor.probes.module_hooks import ModuleHooks
 
 
 @dataclass
@@ -33,8 +34,9 @@ class Event:
     tensors: list[Rows] = field(default_factory=list)
 
 
-class SampleRows:
+class SampleRows(ModuleHooks):
     """``with SampleRows(model, batch_size) as rows: model(x)``, then read ``rows.events``."""
+    POST_KWARGS, POST_ALWAYS = False, True  # the post hook sees the output even when forward raises
 
     def __init__(self, model: nn.Module, batch_size: int, columns: int = 256):
         self.model = model
@@ -43,21 +45,6 @@ class SampleRows:
         self.events: list[Event] = []
         self._stack: list[str] = []
         self._handles: list[Any] = []
-
-    def __enter__(self) -> "SampleRows":
-        try:
-            for path, module in self.model.named_modules():
-                self._handles.append(module.register_forward_pre_hook(self._pre(path), with_kwargs=True))
-                self._handles.append(module.register_forward_hook(self._post(path), always_call=True))
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
 
     def _pre(self, path: str):
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:

@@ -12,6 +12,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from nndoctor.data import describe, tensors_in
+from nndoctor.probes.module_hooks import ModuleHooks
 
 
 @dataclass
@@ -25,8 +26,9 @@ class Call:
     done: bool = False
 
 
-class ModuleTrace:
+class ModuleTrace(ModuleHooks):
     """Records every module call of ``model`` while active: ``with ModuleTrace(model) as trace: ...``."""
+    POST_ALWAYS = True  # the post hook sees the output even when forward raises
 
     def __init__(self, model: nn.Module, root_name: str = "model"):
         self.model = model
@@ -34,17 +36,6 @@ class ModuleTrace:
         self.calls: list[Call] = []
         self.stack: list[Call] = []
         self._handles: list[Any] = []
-
-    def __enter__(self) -> "ModuleTrace":
-        for path, module in self.model.named_modules():
-            self._handles.append(module.register_forward_pre_hook(self._pre(path), with_kwargs=True))
-            self._handles.append(module.register_forward_hook(self._post(), with_kwargs=True, always_call=True))
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
 
     def _pre(self, path: str):
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -56,7 +47,7 @@ class ModuleTrace:
 
         return hook
 
-    def _post(self):
+    def _post(self, path: str):
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
             # always_call=True: runs even when forward raised; then output is None and the call stays open.
             if not self.stack or self.stack[-1].module is not module:
