@@ -136,6 +136,14 @@ class Context:
             self._measurements[key] = compute()
         return self._measurements[key]
 
+    def measure_or_skip(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``measure``, for a measurement that returns a string (the reason) when it cannot be made: every
+        check that reads it is skipped with that same reason."""
+        result = self.measure(key, compute)
+        if isinstance(result, str):
+            raise SkipCheck(result)
+        return result
+
     @property
     def task(self) -> TaskInfo:
         def compute() -> TaskInfo:

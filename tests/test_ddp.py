@@ -110,24 +110,21 @@ def test_a_crash_on_every_rank_is_reported_once_with_the_exit_status(tmp_path):
     assert crash["location"] == "model.0" and crash["evidence"]["ranks"] == [0, 1]
 
 
-# ----- Lightning's DDP strategy under torchrun: the callback on every rank, one merged report ------------------
-@pytest.mark.parametrize("batch,expected", [("8", ["DDP004"]), ("32", [])], ids=["bn-batch-8", "bn-batch-32"])
-def test_lightning_ddp_callback_merges_the_ranks(tmp_path, batch, expected):
-    pytest.importorskip("lightning.pytorch")
-    path = tmp_path / "lightning.json"
-    out = torchrun(os.path.join(os.path.dirname(SCRIPT), "lightning_ddp.py"), str(path), "--batch", batch)
-    assert out.returncode == 0, out.stderr[-3000:]
-    doc = json.loads(path.read_text())
-    assert [f["code"] for f in serious(doc)] == expected
-    assert doc["meta"]["ranks_reported"] == [0, 1] and doc["meta"]["steps_per_rank"] == {"0": 40, "1": 40}
+# ----- frameworks under torchrun: the callback on every rank, one merged report ---------------------------------
+FRAMEWORKS = [  # (extra, script, flags, expected codes): each planted run next to its clean twin
+    ("lightning.pytorch", "lightning_ddp.py", ["--batch", "8"], ["DDP004"]),  # batch-norm, 8 samples per rank
+    ("lightning.pytorch", "lightning_ddp.py", ["--batch", "32"], []),
+    ("transformers", "hf_ddp.py", ["--lr", "0"], ["GRD002"]),  # accelerate shards the data: no DDP003
+    ("transformers", "hf_ddp.py", ["--lr", "5e-4"], []),
+]
 
 
-# ----- Hugging Face Trainer under torchrun (accelerate shards the data): same merge, no false alarm ----------
-@pytest.mark.parametrize("lr,expected", [("0", ["GRD002"]), ("5e-4", [])], ids=["lr-0", "clean"])
-def test_huggingface_ddp_callback_merges_the_ranks(tmp_path, lr, expected):
-    pytest.importorskip("transformers")
-    path = tmp_path / "hf.json"
-    out = torchrun(os.path.join(os.path.dirname(SCRIPT), "hf_ddp.py"), str(path), "--lr", lr)
+@pytest.mark.parametrize("extra,script,flags,expected", FRAMEWORKS,
+                         ids=["lightning-bn-8", "lightning-bn-32", "hf-lr-0", "hf-clean"])
+def test_framework_callbacks_merge_the_ranks(tmp_path, extra, script, flags, expected):
+    pytest.importorskip(extra)
+    path = tmp_path / "report.json"
+    out = torchrun(os.path.join(os.path.dirname(SCRIPT), script), str(path), *flags)
     assert out.returncode == 0, out.stderr[-3000:]
     doc = json.loads(path.read_text())
     validate_json(doc)

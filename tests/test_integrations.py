@@ -61,29 +61,18 @@ def _hf_train(lr: float):
     transformers = pytest.importorskip("transformers")
     from nndoctor.integrations.huggingface import NNDoctorCallback
 
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=32, max_position_embeddings=16, num_labels=2)
-    model = transformers.BertForSequenceClassification(config)
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(3, 50, (64, 12), generator=g)
-    labels = (ids[:, 0] > 25).long()
-
-    class DS(torch.utils.data.Dataset):
-        def __len__(self):
-            return 64
-
-        def __getitem__(self, i):
-            return {"input_ids": ids[i], "labels": labels[i]}
-
     import tempfile
+
+    from scripts.tiny_bert import build
+
+    model, dataset = build()
 
     callback = NNDoctorCallback()
     with tempfile.TemporaryDirectory() as out:
         args = transformers.TrainingArguments(output_dir=out, num_train_epochs=2, per_device_train_batch_size=16,
                                               learning_rate=lr, report_to=[], save_strategy="no",
                                               logging_strategy="no", use_cpu=True, disable_tqdm=True)
-        transformers.Trainer(model=model, args=args, train_dataset=DS(), callbacks=[callback]).train()
+        transformers.Trainer(model=model, args=args, train_dataset=dataset, callbacks=[callback]).train()
     return callback.report()
 
 

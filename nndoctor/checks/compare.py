@@ -112,10 +112,7 @@ class Comparison:
 # ----- the shared measurement -------------------------------------------------------------------
 def comparison(ctx: Context) -> Comparison:
     """Train/evaluate once per run; every CMP check reads the same result (or the same reason to skip)."""
-    result = ctx.measure("comparison", lambda: _measure(ctx))
-    if isinstance(result, str):
-        raise SkipCheck(result)
-    return result
+    return ctx.measure_or_skip("comparison", lambda: _measure(ctx))
 
 
 def _measure(ctx: Context) -> Comparison | str:

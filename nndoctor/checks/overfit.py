@@ -119,10 +119,7 @@ def error_ok(kind: str) -> float:
 
 def experiment(ctx: Context) -> Experiment:
     """Run the baseline once per playbook run; every OFB and GRD check reads it (or the same reason to skip)."""
-    result = ctx.measure("single_batch", lambda: _start(ctx))
-    if isinstance(result, str):
-        raise SkipCheck(result)
-    return result
+    return ctx.measure_or_skip("single_batch", lambda: _start(ctx))
 
 
 def _start(ctx: Context) -> Experiment | str:
