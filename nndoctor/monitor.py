@@ -447,6 +447,10 @@ class Monitor(MonitorEvents):
         gathered = self._exchange.gather(rank, size, payload, brief=self.error is not None)
         report.meta.update({"rank": rank, "world_size": size})
         if gathered is None:
+            if self._exchange.rank0_absent:  # nobody else will tell this rank's findings: it reports them itself
+                report.findings = distributed.merge([(rank, [Finding.from_dict(f.to_dict()) for f in self.findings])],
+                                                    size)
+                report.meta["unmerged"] = True
             return
         per_rank = [(p["facts"]["rank"], [Finding.from_dict(d) for d in p["findings"]]) for p in gathered]
         report.findings = distributed.merge(per_rank, size) + distributed.judge([p["facts"] for p in gathered])

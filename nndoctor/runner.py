@@ -53,8 +53,10 @@ def run_script(script: str, args: list[str], *, max_steps: int | None = None, js
     report = monitor.report()  # in a distributed run: every rank's findings, merged on rank 0
     rank, _ = world()
     _end_process_group()
+    if rank != 0 and not report.meta.get("unmerged"):
+        return status  # rank 0 prints the merged report
     if rank != 0:
-        return status
+        note = f"rank {rank} alone: rank 0 did not collect it" + (f"; {note}" if note else "")
     if monitor.steps == 0 and not note and not report.findings:  # "no problems" would claim too much
         note = ("no optimizer step ran in this process, nothing to judge; a script that starts its own "
                 "workers (torch.multiprocessing.spawn) is watched under torchrun -m nndoctor run")

@@ -131,3 +131,12 @@ def test_framework_callbacks_merge_the_ranks(tmp_path, extra, script, flags, exp
     assert [f["code"] for f in serious(doc)] == expected
     assert all(f["evidence"]["ranks"] == [0, 1] for f in serious(doc))
     assert doc["meta"]["ranks_reported"] == [0, 1]
+
+
+def test_a_crash_on_one_rank_is_reported_with_its_rank(tmp_path):
+    # rank 0 waits in an all-reduce that rank 1 never joins: rank 1 reports alone after a bounded wait, or
+    # rank 0, failing in turn, merges both; either way the crash is told with its rank and location
+    out, doc = run_ddp(tmp_path, "--crash-rank", "1")
+    assert out.returncode != 0
+    (crash,) = [f for f in doc["findings"] if f["code"] == "RUN001"]
+    assert crash["location"] == "model.0" and 1 in crash["evidence"]["ranks"]

@@ -30,6 +30,7 @@ class RankExchange:
 
     def __init__(self) -> None:
         self._store: Any = None
+        self.rank0_absent = False  # on a rank other than 0: rank 0 never read this rank's summary
 
     def remember_store(self) -> None:
         """Keep the process group's store (call while the group is alive: the script may destroy it)."""
@@ -59,7 +60,8 @@ class RankExchange:
     def gather(self, rank: int, world_size: int, payload: dict[str, Any], *,
                brief: bool = False) -> list[dict[str, Any]] | None:
         """On rank 0: every rank's payload that arrived in time (rank 0's first). On the others: None,
-        after rank 0 has read them. Without a store: ``[payload]`` on every rank."""
+        after rank 0 has read them or the wait ran out (then ``rank0_absent``: rank 0 may be stuck in a
+        collective that this rank, having crashed, never joined). Without a store: ``[payload]``."""
         store = self._client()
         if store is None:
             return [payload]
@@ -70,10 +72,10 @@ class RankExchange:
         try:
             store.set(f"{prefix}/rank{rank}", json.dumps(payload, default=str))
             if rank != 0:
-                try:  # leave together with rank 0 (a clean distributed exit); its report does not need this
+                try:  # leave together with rank 0 (a clean distributed exit)
                     store.wait([f"{prefix}/read"], wait)
                 except Exception:
-                    pass
+                    self.rank0_absent = True
                 return None
             keys = [f"{prefix}/rank{r}" for r in range(world_size)]
             try:

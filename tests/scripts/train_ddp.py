@@ -1,7 +1,7 @@
 """A DistributedDataParallel digits script with switchable planted bugs (clean when no flag is given).
 
     torchrun --nproc_per_node=2 train_ddp.py [--no-wrap] [--rank0-reinit] [--no-set-epoch] [--no-sampler]
-        [--seed-by-rank] [--bn] [--batch N] [--epochs N] [--schedule] [--crash] [--manual-batches] [--with-monitor JSON]
+        [--seed-by-rank] [--bn] [--batch N] [--epochs N] [--schedule] [--crash] [--crash-rank R] [--manual-batches] [--with-monitor JSON]
 
 gloo backend, CPU. Each worker ends with a barrier and destroy_process_group, as a clean DDP script should.
 """
@@ -27,6 +27,7 @@ parser.add_argument("--batch", type=int, default=32)
 parser.add_argument("--epochs", type=int, default=3)
 parser.add_argument("--schedule", action="store_true")
 parser.add_argument("--crash", action="store_true", help="a shape error in the forward pass, on every rank")
+parser.add_argument("--crash-rank", type=int, default=-1, help="that rank alone crashes (the others wait in a collective)")
 parser.add_argument("--with-monitor", metavar="JSON", help="train inside nndoctor.Monitor; rank 0 writes the report")
 args = parser.parse_args()
 
@@ -78,7 +79,8 @@ def train_epoch(epoch):
     model.train()
     for xb, yb in batches():
         optimizer.zero_grad()
-        loss = loss_fn(model(xb[:, :32] if args.crash else xb), yb)
+        crash = args.crash or rank == args.crash_rank
+        loss = loss_fn(model(xb[:, :32] if crash else xb), yb)
         loss.backward()
         optimizer.step()
         if scheduler:
