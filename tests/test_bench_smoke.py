@@ -20,3 +20,11 @@ def test_check_bench_prints_steps():
                           "--no-import"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "mlp_digits" in out.stdout
+
+
+def test_ddp_bench_prints_the_ratio_on_rank_0():
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          os.path.join(BENCH, "bench_ddp.py"), "--steps", "3", "--rounds", "1", "--width", "16"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("Monitor") == 1 and "findings none" in out.stdout
