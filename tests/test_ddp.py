@@ -53,7 +53,7 @@ PLANTED = [
     (["--manual-batches", "--no-sampler"], "DDP003", "data loader"),  # no DataLoader: the same slices
     (["--bn", "--batch", "8"], "DDP004", "model.1"),  # twin: --bn (32 per rank)
 ]
-CLEAN = [[], ["--schedule"], ["--seed-by-rank"], ["--manual-batches"], ["--bn"]]
+CLEAN = [[], ["--schedule"], ["--seed-by-rank"], ["--manual-batches"], ["--bn"], ["--val-all-ranks", "--bn"]]
 
 
 @pytest.mark.parametrize("flags,code,location", PLANTED, ids=[f"{c}{''.join(f)}" for f, c, _ in PLANTED])
@@ -68,7 +68,7 @@ def test_planted_ddp_bug_is_found_and_names_the_ranks(tmp_path, flags, code, loc
     assert out.returncode == (1 if found[0]["severity"] == "error" else 0), out.stderr[-2000:]
 
 
-@pytest.mark.parametrize("flags", CLEAN, ids=["plain", "lr-schedule", "seed-by-rank", "manual-shards", "bn-32"])
+@pytest.mark.parametrize("flags", CLEAN, ids=["plain", "lr-schedule", "seed-by-rank", "manual-shards", "bn-32", "validation-on-every-rank"])
 def test_clean_ddp_scripts_report_nothing(tmp_path, flags):
     out, doc = run_ddp(tmp_path, *flags)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]

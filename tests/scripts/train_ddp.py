@@ -1,7 +1,7 @@
 """A DistributedDataParallel digits script with switchable planted bugs (clean when no flag is given).
 
     torchrun --nproc_per_node=2 train_ddp.py [--no-wrap] [--rank0-reinit] [--no-set-epoch] [--no-sampler]
-        [--seed-by-rank] [--bn] [--batch N] [--epochs N] [--schedule] [--crash] [--crash-rank R] [--manual-batches] [--with-monitor JSON]
+        [--seed-by-rank] [--bn] [--batch N] [--epochs N] [--schedule] [--val-all-ranks] [--crash] [--crash-rank R] [--manual-batches] [--with-monitor JSON]
 
 gloo backend, CPU. Each worker ends with a barrier and destroy_process_group, as a clean DDP script should.
 """
@@ -26,6 +26,7 @@ parser.add_argument("--bn", action="store_true", help="a batch-norm layer (DDP00
 parser.add_argument("--batch", type=int, default=32)
 parser.add_argument("--epochs", type=int, default=3)
 parser.add_argument("--schedule", action="store_true")
+parser.add_argument("--val-all-ranks", action="store_true", help="validation sharded over every rank, all-reduced")
 parser.add_argument("--crash", action="store_true", help="a shape error in the forward pass, on every rank")
 parser.add_argument("--crash-rank", type=int, default=-1, help="that rank alone crashes (the others wait in a collective)")
 parser.add_argument("--with-monitor", metavar="JSON", help="train inside nndoctor.Monitor; rank 0 writes the report")
@@ -85,7 +86,17 @@ def train_epoch(epoch):
         optimizer.step()
         if scheduler:
             scheduler.step()
-    if rank == 0:  # validation on rank 0 only, done right: the unwrapped net (a DDP forward on one rank
+    if args.val_all_ranks:  # every rank scores its shard through the DDP model; the counts are summed
+        model.eval()
+        correct = torch.zeros(2)
+        with torch.no_grad():
+            for xb, yb in DataLoader(TensorDataset(xv, yv), batch_size=64,
+                                     sampler=DistributedSampler(TensorDataset(xv, yv), shuffle=False)):
+                correct += torch.tensor([(model(xb).argmax(1) == yb).sum().item(), len(yb)])
+        dist.all_reduce(correct)
+        if rank == 0:
+            print(f"epoch {epoch}: loss {loss.item():.4f} val acc {correct[0] / correct[1]:.3f}", flush=True)
+    elif rank == 0:  # validation on rank 0 only, done right: the unwrapped net (a DDP forward on one rank
         net.eval()  # may broadcast buffers and hang), eval mode, no gradients; train() again next epoch
         with torch.no_grad():
             acc = (net(xv).argmax(1) == yv).float().mean().item()
