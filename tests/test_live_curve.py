@@ -32,3 +32,10 @@ def test_an_early_blow_up_never_recovered_from_is_ofb002():
     losses = _curve(100, lambda i: 120.0 if 1 <= i <= 4 else 2.2, noise=0.1)
     (finding,) = judge(losses, [1.0] * len(losses))
     assert finding.code == "OFB002" and finding.evidence["peak_step"] in (2, 3, 4, 5)
+
+
+def test_a_plateau_at_the_untrained_loss_after_a_spike_is_ofb004():
+    # SGD at lr 3 on digits: one spike to 10.5, then every ReLU dead and the loss stuck at ln(10)
+    losses = [2.33, 10.5, 6.0] + _curve(130, lambda i: 2.32, noise=0.02)
+    (finding,) = judge(losses, [1.0] * len(losses))
+    assert finding.code == "OFB004" and "Lower the learning rate" in finding.suggestions[0]

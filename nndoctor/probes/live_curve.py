@@ -43,9 +43,10 @@ def judge(losses: list[float], grad_norms: list[float]) -> list[Finding]:
     medians = _window_medians(losses, width)
     first, last, best = medians[0], medians[-1], min(medians)
     scale = max(abs(first), 1e-8)
-    never_improved = best >= first - 0.03 * scale
-    evidence = {"steps": n, "first": first, "last": last, "best": best, "curve": downsample(losses)}
     start = losses[0]  # the untrained loss: an explosion in the first steps hides in the first window
+    # improved means clearly below both the first window and the untrained loss (a spike inflates the former)
+    never_improved = best >= min(first, start) - 0.03 * scale
+    evidence = {"steps": n, "first": first, "last": last, "best": best, "curve": downsample(losses)}
     if last > start + 10 * max(abs(start), 1e-8) and best > start:
         findings.append(Finding("OFB002", f"The loss explodes: from {start:.4g} at the first step to a median of "
                                 f"{last:.4g} over the last {width} of {n} steps.", location="loss curve",
@@ -73,11 +74,18 @@ def judge(losses: list[float], grad_norms: list[float]) -> list[Finding]:
                                     location="loss curve", evidence={**evidence, "spread": spread},
                                     suggestions=["Lower the learning rate; check that labels match their inputs."]))
         else:
+            spike = max(losses[: max(2, n // 5)])
+            if spike > 2 * start > 0:  # stalled after a spike: the step was too large, not too small
+                cause, fix = (f" after an early spike to {spike:.4g} (from {start:.4g}): a learning rate too high "
+                              "can kill ReLU units or saturate others, after which nothing learns",
+                              "Lower the learning rate 10x (or add warm-up); then check the loss and data pipeline.")
+            else:
+                cause, fix = "", ("Raise the learning rate, lower regularisation, and check the loss and data "
+                                  "pipeline (nndoctor check runs those checks).")
             findings.append(Finding("OFB004", f"The loss plateaus: after {n} steps its best window median "
-                                    f"{best:.4g} is no better than the first {first:.4g}.", location="loss curve",
-                                    evidence=evidence,
-                                    suggestions=["Raise the learning rate, lower regularisation, and check the "
-                                                 "loss and data pipeline (nndoctor check runs those checks)."]))
+                                    f"{best:.4g} is no better than the first {first:.4g}{cause}.",
+                                    location="loss curve", evidence={**evidence, "early_spike": spike},
+                                    suggestions=[fix]))
     return findings
 
 
