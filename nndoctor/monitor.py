@@ -88,9 +88,9 @@ class Monitor(MonitorEvents):
         self._pending_loss: torch.Tensor | None = None
         self._pending_negated: str | None = None  # the backward's scalar is minus this non-negative loss
         self._negated_steps = 0
+        self._loss_owners: set[int] = set()  # optimizers that stepped right after a backward of their own
         self._negated_site: tuple[str, str] | None = None
         self._negated_name = ""
-        self._stale_flag: torch.Tensor | None = None
         self._stale_steps = 0
         self._eval_training_steps: dict[str, int] = {}  # eval-mode module path -> steps trained so
         self._root_eval_steps = 0
@@ -204,7 +204,7 @@ class Monitor(MonitorEvents):
         state = self._optimizers.get(id(optimizer))
         if state is None:
             params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
-            state = {"params": params, "ids": {id(p) for p in params}, "steps": 0, "armed": False,
+            state = {"params": params, "ids": {id(p) for p in params}, "steps": 0, "armed": False, "stale": None,
                      "before": None, "changed": None,
                      "trains_model": any(isinstance(p, nn.Parameter) for p in params)}
             if params:  # the stale-gradient probe: one leaf hook on one parameter
@@ -215,11 +215,18 @@ class Monitor(MonitorEvents):
 
     def _grad_hook(self, param: torch.Tensor, state: dict[str, Any]):
         def hook(grad: torch.Tensor) -> None:
-            # Runs before the new gradient is accumulated: right after a step, .grad must be None or zero.
-            if state["armed"]:
-                state["armed"] = False
-                if param.grad is not None:
-                    self._stale_flag = (param.grad != 0).any()
+            # Runs before the new gradient is accumulated into .grad. The first backward after a step that
+            # finds the old gradient still there raises a suspicion (a device flag, read at the next step);
+            # a later backward that finds .grad emptied clears it. So only a step that really uses gradients
+            # carried over from before the previous step counts: not a GAN generator's backward that passes
+            # through the discriminator, whose gradients are zeroed before the discriminator's own step.
+            if param.grad is None:
+                state["stale"] = None
+            elif state["armed"]:
+                state["stale"] = (param.grad != 0).any()
+            elif state["stale"] is not None:
+                state["stale"] = state["stale"] & (param.grad != 0).any()
+            state["armed"] = False
 
         return hook
 
@@ -230,10 +237,10 @@ class Monitor(MonitorEvents):
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
         had_loss = self._pending_loss is not None
         loss = self._pending_loss if had_loss else torch.tensor(float("nan"))
-        stale = self._stale_flag if self._stale_flag is not None else torch.tensor(False)
+        stale = state["stale"] if state["stale"] is not None else torch.tensor(False)
         loss_v, norm_v, stale_v = torch.stack([loss.float().cpu().reshape(()), norm.float().cpu(),
                                                stale.float().cpu()]).tolist()  # the one host transfer
-        self._stale_flag = None
+        state["stale"] = None
         self._pending_loss = None
         if self._pending_negated and state["trains_model"]:  # not an attack's ascent on its input perturbation
             self._negated_steps += 1
@@ -241,6 +248,7 @@ class Monitor(MonitorEvents):
         self._pending_negated = None
         if had_loss:
             self.losses.append(loss_v)
+            self._loss_owners.add(id(optimizer))
         self.grad_norms.append(norm_v)
         self._stale_steps += int(stale_v > 0)
         if self._last_train_call is not None:
@@ -346,7 +354,8 @@ class Monitor(MonitorEvents):
         self._judge_modes()
         self._judge_gradients()
         self._judge_loss_sign()
-        self.findings.extend(live_curve.judge(self.losses, self.grad_norms))
+        # Several optimizers each stepping on a loss of its own play a game (GAN, actor-critic): no trend
+        self.findings.extend(live_curve.judge(self.losses, self.grad_norms, trend=len(self._loss_owners) <= 1))
 
     def _judge_modes(self) -> None:
         if self._root_eval_steps:
@@ -370,6 +379,8 @@ class Monitor(MonitorEvents):
         """OFB001 when most steps minimised minus a non-negative loss, confirmed by that loss (the negated
         values the Monitor recorded) rising over the run; a double flip (maximize=True) does not rise."""
         if not self._negated_steps or self._negated_steps < 0.5 * self.steps or len(self.losses) < 10:
+            return
+        if len(self._loss_owners) > 1:  # a game (a GAN's generator may maximise its critic's loss on purpose)
             return
         errors = [-v for v in self.losses if math.isfinite(v)]
         width = max(3, len(errors) // 10)

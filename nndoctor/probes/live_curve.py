@@ -26,7 +26,9 @@ def _window_medians(values: list[float], width: int) -> list[float]:
     return [statistics.median(values[i:i + width]) for i in range(0, len(values) - width + 1, width)]
 
 
-def judge(losses: list[float], grad_norms: list[float]) -> list[Finding]:
+def judge(losses: list[float], grad_norms: list[float], *, trend: bool = True) -> list[Finding]:
+    """Findings on the curve. ``trend=False`` for losses that need not fall (several optimizers, each with
+    its own objective: a GAN's or an actor-critic's game): only non-finite losses and gradients are judged."""
     findings: list[Finding] = []
     bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
     if bad is not None:
@@ -37,7 +39,7 @@ def judge(losses: list[float], grad_norms: list[float]) -> list[Finding]:
         return findings
     findings += _gradient_growth(grad_norms)
     n = len(losses)
-    if n < MIN_STEPS:
+    if n < MIN_STEPS or not trend:
         return findings
     width = max(5, n // 10)
     medians = _window_medians(losses, width)
