@@ -51,9 +51,11 @@ PLANTED = [
     (["--no-sampler"], "DDP003", "data loader"),  # same seed: identical batches
     (["--no-sampler", "--seed-by-rank"], "DDP003", "data loader"),  # different shuffles of the whole dataset
     (["--manual-batches", "--no-sampler"], "DDP003", "data loader"),  # no DataLoader: the same slices
+    (["--iterable", "--no-sampler"], "DDP003", "data loader"),  # an IterableDataset that does not shard
     (["--bn", "--batch", "8"], "DDP004", "model.1"),  # twin: --bn (32 per rank)
 ]
-CLEAN = [[], ["--schedule"], ["--seed-by-rank"], ["--manual-batches"], ["--bn"], ["--val-all-ranks", "--bn"]]
+CLEAN = [[], ["--schedule"], ["--seed-by-rank"], ["--manual-batches"], ["--iterable"], ["--bn"],
+         ["--val-all-ranks", "--bn"]]
 
 
 @pytest.mark.parametrize("flags,code,location", PLANTED, ids=[f"{c}{''.join(f)}" for f, c, _ in PLANTED])
@@ -68,7 +70,11 @@ def test_planted_ddp_bug_is_found_and_names_the_ranks(tmp_path, flags, code, loc
     assert out.returncode == (1 if found[0]["severity"] == "error" else 0), out.stderr[-2000:]
 
 
-@pytest.mark.parametrize("flags", CLEAN, ids=["plain", "lr-schedule", "seed-by-rank", "manual-shards", "bn-32", "validation-on-every-rank"])
+CLEAN_IDS = ["plain", "lr-schedule", "seed-by-rank", "manual-shards", "iterable-shards", "bn-32",
+             "validation-on-every-rank"]
+
+
+@pytest.mark.parametrize("flags", CLEAN, ids=CLEAN_IDS)
 def test_clean_ddp_scripts_report_nothing(tmp_path, flags):
     out, doc = run_ddp(tmp_path, *flags)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]

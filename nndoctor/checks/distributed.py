@@ -156,8 +156,12 @@ def _duplicate_data(ranks: list[dict[str, Any]]) -> list[Finding]:
         group = identical[0]
         loader = _main_loader(next(r for r in ranks if r["rank"] == group[0]))
         compared = min(len(hashes(r)) for r in ranks if r["rank"] in group)
-        how = (f"the training DataLoader uses a {loader['sampler']}, not a DistributedSampler" if loader
-               else "the training loop slices the same tensors on every rank")
+        if loader is None:
+            how = "the training loop slices the same tensors on every rank"
+        elif not loader["map_style"]:
+            how = f"the training {loader['dataset']} (an IterableDataset) yields the same items on every rank"
+        else:
+            how = f"the training DataLoader uses a {loader['sampler']}, not a DistributedSampler"
         return [_duplicate_finding(group, ranks, f"Ranks {', '.join(map(str, group))} read identical training "
                                    f"batches (the first {compared} compared are the same): {how}.",
                                    {"ranks": group, "batches_compared": compared})]

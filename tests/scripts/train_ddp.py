@@ -1,7 +1,7 @@
 """A DistributedDataParallel digits script with switchable planted bugs (clean when no flag is given).
 
     torchrun --nproc_per_node=2 train_ddp.py [--no-wrap] [--rank0-reinit] [--no-set-epoch] [--no-sampler]
-        [--seed-by-rank] [--bn] [--batch N] [--epochs N] [--schedule] [--val-all-ranks] [--crash] [--crash-rank R] [--manual-batches] [--with-monitor JSON]
+        [--seed-by-rank] [--bn] [--batch N] [--epochs N] [--schedule] [--val-all-ranks] [--crash] [--crash-rank R] [--manual-batches] [--iterable] [--with-monitor JSON]
 
 gloo backend, CPU. Each worker ends with a barrier and destroy_process_group, as a clean DDP script should.
 """
@@ -22,6 +22,7 @@ parser.add_argument("--no-set-epoch", action="store_true", help="DDP002")
 parser.add_argument("--no-sampler", action="store_true", help="DDP003: every rank reads the whole dataset")
 parser.add_argument("--seed-by-rank", action="store_true", help="a different seed on each rank")
 parser.add_argument("--manual-batches", action="store_true", help="slice tensors instead of a DataLoader")
+parser.add_argument("--iterable", action="store_true", help="an IterableDataset (sharded by rank unless --no-sampler)")
 parser.add_argument("--bn", action="store_true", help="a batch-norm layer (DDP004 with small --batch)")
 parser.add_argument("--batch", type=int, default=32)
 parser.add_argument("--epochs", type=int, default=3)
@@ -51,7 +52,19 @@ if args.rank0_reinit and rank == 0:
 optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=30, gamma=0.5) if args.schedule else None
 loss_fn = nn.CrossEntropyLoss()
-if args.no_sampler:
+class Stream(torch.utils.data.IterableDataset):
+    """Yields (x, y) pairs; shards by rank, as an IterableDataset must, unless --no-sampler."""
+
+    def __iter__(self):
+        xt, yt = train_set.tensors
+        start, step = (0, 1) if args.no_sampler else (rank, world)
+        for i in range(start, len(yt), step):
+            yield xt[i], yt[i]
+
+
+if args.iterable:
+    sampler, loader = None, DataLoader(Stream(), batch_size=args.batch)
+elif args.no_sampler:
     sampler, loader = None, DataLoader(train_set, batch_size=args.batch, shuffle=True)
 else:
     sampler = DistributedSampler(train_set, shuffle=True, seed=0)
