@@ -48,7 +48,9 @@ class _Watched:
 
     def __init__(self, module: nn.Module):
         self.ref = weakref.ref(module)
-        self.mode_dependent = [(name, m) for name, m in named_modules(module)
+        modules = dict(named_modules(module))
+        # (path, module, its parent): a parameter-free dropout matters when its parent trains
+        self.mode_dependent = [(name, m, modules.get(name.rpartition(".")[0], module)) for name, m in modules.items()
                                if isinstance(m, MODE_DEPENDENT) and _active(m)]
         self.names = {id(p): name for name, p in named_parameters(module)}
         self.trained = False  # seen in a forward with gradients enabled
@@ -95,6 +97,9 @@ class Monitor(MonitorEvents):
         self._eval_training_steps: dict[str, int] = {}  # eval-mode module path -> steps trained so
         self._root_eval_steps = 0
         self._train_mode_evals: dict[str, int] = {}
+        self._train_mode_eval_root: dict[str, int] = {}  # module path -> id of the root it was called in
+        self._nograd_since_step: set[int] = set()  # roots run without gradients, in train mode, since the step
+        self._nograd_steps: dict[int, int] = {}  # root id -> optimizer steps preceded by such a forward
         self._last_train_call: tuple[nn.Module, tuple, dict] | None = None
         self._last_eval_names: list[str] = []
         self._last_root_eval = False
@@ -174,15 +179,25 @@ class Monitor(MonitorEvents):
             return  # a loss module or a parameter-free helper: nothing to judge
         w = self._watched(module)
         if training_step:
+            if not any(p.requires_grad for p in module.parameters()):
+                return  # a frozen network (a teacher, a feature loss): its mode is its own business
             w.trained = True
             self._last_train_call = (module, inputs, kwargs)
-            self._last_root_eval = not module.training
-            self._last_eval_names = [name for name, m in w.mode_dependent if not m.training]
+            # eval-mode dropout/batch-norm that trains: its own parameters, or its parent's, get gradients
+            self._last_eval_names = [name for name, m, parent in w.mode_dependent if not m.training
+                                     and any(p.requires_grad for p in parent.parameters())]
+            self._last_root_eval = bool(self._last_eval_names)
             self._rank_facts.on_training_forward(module, inputs)
         elif module.training:
-            in_train = [name for name, m in w.mode_dependent if m.training]
-            for name in in_train[:1] or []:
-                self._train_mode_evals[name] = self._train_mode_evals.get(name, 0) + 1
+            in_train = [(name, m) for name, m, _ in w.mode_dependent if m.training]
+            # batch-norm with momentum None accumulates exact statistics: a recalibration (swa_utils.update_bn)
+            recalibrating = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is None
+                                for _, m in in_train)
+            in_train = [] if recalibrating else [name for name, _ in in_train]
+            if in_train:
+                self._train_mode_evals[in_train[0]] = self._train_mode_evals.get(in_train[0], 0) + 1
+                self._train_mode_eval_root[in_train[0]] = id(module)
+                self._nograd_since_step.add(id(module))
 
     # ----- backward and step ------------------------------------------------------------------------
     def on_backward(self, loss: torch.Tensor) -> None:
@@ -251,6 +266,9 @@ class Monitor(MonitorEvents):
             self._loss_owners.add(id(optimizer))
         self.grad_norms.append(norm_v)
         self._stale_steps += int(stale_v > 0)
+        for root in self._nograd_since_step:
+            self._nograd_steps[root] = self._nograd_steps.get(root, 0) + 1
+        self._nograd_since_step.clear()
         if self._last_train_call is not None:
             if self._last_root_eval:
                 self._root_eval_steps += 1
@@ -362,13 +380,17 @@ class Monitor(MonitorEvents):
             names = sorted(self._eval_training_steps)
             self.findings.append(Finding(
                 "MOD001", f"{self._root_eval_steps} of {self.steps} optimizer steps ran with the model in eval "
-                f"mode: dropout/batch-norm layers {', '.join('model.' + n for n in names[:5]) or '(none)'} "
+                f"mode: dropout/batch-norm layers {', '.join('model.' + n for n in names[:5])} "
                 "behave as in evaluation while training.", location="model",
                 evidence={"steps_in_eval": self._root_eval_steps, "steps": self.steps, "modules": names[:20]},
                 suggestions=["Call model.train() at the start of every training epoch (after validation)."]))
-        if self._train_mode_evals:
-            calls = sum(self._train_mode_evals.values())
-            names = sorted(self._train_mode_evals)
+        # A forward without gradients before most steps is part of the training step (a GAN's fakes, pseudo-
+        # labels), not an evaluation: only rarer ones (a validation pass per epoch) count.
+        evals = {name: n for name, n in self._train_mode_evals.items()
+                 if self._nograd_steps.get(self._train_mode_eval_root[name], 0) < 0.25 * max(self.steps, 1)}
+        if evals:
+            calls = sum(evals.values())
+            names = sorted(evals)
             self.findings.append(Finding(
                 "MOD002", f"{calls} forward passes without gradients (evaluation) ran with the model in train "
                 f"mode: {', '.join('model.' + n for n in names[:5])} used training behaviour.",

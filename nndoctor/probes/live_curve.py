@@ -28,7 +28,8 @@ def _window_medians(values: list[float], width: int) -> list[float]:
 
 def judge(losses: list[float], grad_norms: list[float], *, trend: bool = True) -> list[Finding]:
     """Findings on the curve. ``trend=False`` for losses that need not fall (several optimizers, each with
-    its own objective: a GAN's or an actor-critic's game): only non-finite losses and gradients are judged."""
+    its own objective: a GAN's or an actor-critic's game): only non-finite losses and gradients are judged,
+    as for a loss that takes negative values."""
     findings: list[Finding] = []
     bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
     if bad is not None:
@@ -39,7 +40,9 @@ def judge(losses: list[float], grad_norms: list[float], *, trend: bool = True) -
         return findings
     findings += _gradient_growth(grad_norms)
     n = len(losses)
-    if n < MIN_STEPS or not trend:
+    # A loss that goes negative is not an error measure (a policy-gradient surrogate, a log-likelihood):
+    # whether it rises or stalls says nothing by itself.
+    if n < MIN_STEPS or not trend or min(losses) < 0:
         return findings
     width = max(5, n // 10)
     medians = _window_medians(losses, width)
