@@ -35,13 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=_positive_float, default=None, metavar="SECONDS",
                    help="time budget for the whole playbook (default 120)")
     p.add_argument("--memory", default=None, metavar="SIZE", help="device memory budget, e.g. 2GiB")
-    p.add_argument("--select", action="append", default=None, metavar="CODES",
-                   help="only these codes, families (LOS) or names, comma-separated")
-    p.add_argument("--ignore", action="append", default=None, metavar="CODES", help="never report these")
+    _add_code_filters(p)
 
     p = sub.add_parser("run", help="run an unmodified training script under observation")
     p.add_argument("--max-steps", type=_positive_int, default=None, metavar="N")
     _add_outputs(p)
+    _add_code_filters(p)
     p.add_argument("script", metavar="SCRIPT")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
 
@@ -57,6 +56,23 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, metavar="PATH", help="write the report as JSON")
     p.add_argument("--html", default=None, metavar="PATH", help="write the report as a self-contained HTML page")
+
+
+def _add_code_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--select", action="append", default=None, metavar="CODES",
+                   help="only these codes, families (LOS) or names, comma-separated")
+    p.add_argument("--ignore", action="append", default=None, metavar="CODES", help="never report these")
+
+
+def _resolve_filters(args: argparse.Namespace) -> tuple[set[str] | None, set[str] | None]:
+    """The codes of --select and --ignore; an unknown token is a usage error naming the closest codes."""
+    from nndoctor import catalogue
+
+    try:
+        return (catalogue.resolve(args.select) if args.select else None,
+                catalogue.resolve(args.ignore) if args.ignore else None)
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from None
 
 
 def _positive_float(text: str) -> float:
@@ -96,15 +112,10 @@ def main(argv: list[str] | None = None) -> int:
 
 # ----- check ---------------------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
-    from nndoctor import catalogue
     from nndoctor.playbook import DEFAULT_BUDGET, check
     from nndoctor.spec import SetupError, parse_size
 
-    for tokens in (args.select, args.ignore):
-        try:
-            catalogue.resolve(tokens)
-        except KeyError as exc:
-            raise UsageError(exc.args[0]) from None
+    _resolve_filters(args)
     if args.memory is not None:
         try:
             parse_size(args.memory)
@@ -232,12 +243,14 @@ def progress_display() -> Iterator[Any]:
 
 # ----- run, demo, codes ----------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    select, ignore = _resolve_filters(args)
     _check_writable(args.json, args.html)
     if not os.path.isfile(args.script):
         raise UsageError(f"script not found: {args.script}")
     from nndoctor.runner import run_script
 
-    return run_script(args.script, args.args, max_steps=args.max_steps, json_path=args.json, html_path=args.html)
+    return run_script(args.script, args.args, max_steps=args.max_steps, json_path=args.json, html_path=args.html,
+                      select=select, ignore=ignore)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

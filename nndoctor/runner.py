@@ -17,7 +17,7 @@ from nndoctor.probes.rank_facts import world
 
 
 def run_script(script: str, args: list[str], *, max_steps: int | None = None, json_path: str | None = None,
-               html_path: str | None = None) -> int:
+               html_path: str | None = None, select: set[str] | None = None, ignore: set[str] | None = None) -> int:
     from nndoctor.cli import emit_report
 
     script_path = os.path.abspath(script)
@@ -61,6 +61,8 @@ def run_script(script: str, args: list[str], *, max_steps: int | None = None, js
         note = ("no optimizer step ran in this process, nothing to judge; a script that starts its own "
                 "workers (torch.multiprocessing.spawn) is watched under torchrun -m nndoctor run")
     report.meta.update({"script": script, "args": list(args), "script_exit_status": status, "note": note})
+    if select or ignore:
+        report = report.filtered(select, ignore)
     title = f"nndoctor run {script}" + (f" ({note})" if note else "")
     found = emit_report(report, json_path, html_path, title=title)
     # The script's own failure wins; otherwise an error finding makes the exit status 1, as for check.

@@ -76,3 +76,13 @@ def test_a_script_without_training_says_it_saw_no_step(tmp_path):
     out = nndoctor("run", str(script))
     assert out.returncode == 0 and "just printing" in out.stdout
     assert "no optimizer step ran in this process" in out.stdout
+
+
+def test_run_takes_select_and_ignore_as_its_hints_say(tmp_path):
+    out, doc = run(tmp_path, "--no-zero-grad")
+    assert "silence with `--ignore GRD005`" in out.stdout
+    path = tmp_path / "ignored.json"
+    ignored = nndoctor("run", "--ignore", "GRD005", "--json", str(path), SCRIPT, "--no-zero-grad")
+    assert ignored.returncode == 0 and "GRD005" not in [f["code"] for f in json.loads(path.read_text())["findings"]]
+    bad = nndoctor("run", "--ignore", "GRD05", SCRIPT)
+    assert bad.returncode == 2 and "GRD005" in bad.stderr
