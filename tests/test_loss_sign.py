@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import nndoctor
+from helpers import toy_problem
 from nndoctor.probes.loss_sign import negated_loss
 
 X = torch.randn(8, 3, requires_grad=True)
@@ -64,10 +65,7 @@ def test_twins_that_minimise_the_error_are_silent(sign, maximize):
 
 
 def test_an_adversarial_ascent_on_the_input_is_not_a_flipped_sign():
-    torch.manual_seed(0)
-    x, y = torch.randn(64, 10), torch.randint(0, 3, (64,))
-    model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 3))
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y, model, opt = toy_problem()
     with nndoctor.Monitor(model, opt) as mon:
         for _ in range(30):
             delta = torch.zeros_like(x, requires_grad=True)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import nndoctor
+from helpers import toy_problem
 
 
 def _gan(zero_discriminator: bool, minimax: bool = False) -> nndoctor.Report:
@@ -45,10 +46,7 @@ def test_a_gan_done_right_is_silent(minimax):
 
 @pytest.mark.parametrize("set_to_none", [True, False])
 def test_gradient_accumulation_done_right_is_silent(set_to_none):
-    torch.manual_seed(0)
-    x, y = torch.randn(256, 10), torch.randint(0, 3, (256,))
-    model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 3))
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y, model, opt = toy_problem(256)
     with nndoctor.Monitor(model, opt) as mon:
         for epoch in range(10):
             for i in range(0, 256, 16):  # four micro-batches per optimizer step
