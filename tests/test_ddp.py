@@ -1,46 +1,15 @@
 """DDP through real processes: `torchrun --nproc_per_node=2 -m nndoctor run` (gloo, CPU) on planted-bug
-scripts and their clean twins, and the Monitor API under torchrun. Rank 0 alone prints one merged report.
+scripts and their clean twins; crashes and --max-steps. Rank 0 alone prints one merged report.
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 
 import pytest
 
-def validate_json(doc: dict) -> None:
-    """The merged report against the JSON Schema that ships in the package."""
-    import jsonschema
-    from importlib import resources
-
-    jsonschema.validate(doc, json.loads(resources.files("nndoctor.report").joinpath("schema.json").read_text()))
-
-
-SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "train_ddp.py")
+from ddp_helpers import SCRIPT, run_ddp, serious
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun test on POSIX")
-
-
-def torchrun(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    # `python -m torch.distributed.run` is torchrun; --standalone picks a free port, so tests can run side by side
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
-    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def run_ddp(tmp_path, *flags: str, options: tuple[str, ...] = ()):
-    path = tmp_path / "ddp.json"
-    out = torchrun("-m", "nndoctor", "run", "--json", str(path), *options, SCRIPT, *flags)
-    assert path.exists(), out.stdout[-3000:] + out.stderr[-3000:]
-    doc = json.loads(path.read_text())
-    validate_json(doc)
-    return out, doc
-
-
-def serious(doc) -> list[dict]:
-    return [f for f in doc["findings"] if f["severity"] in ("error", "warning")]
 
 
 # flags planting the bug -> (code, location substring); each twin below differs only by the fix
@@ -91,22 +60,6 @@ def test_max_steps_stops_every_rank_and_exits_cleanly(tmp_path):
     assert serious(doc) == []
 
 
-def test_monitor_api_merges_the_ranks_on_rank_0(tmp_path):
-    path = tmp_path / "monitor.json"
-    out = torchrun(SCRIPT, "--with-monitor", str(path), "--no-sampler")
-    assert out.returncode == 0, out.stderr[-3000:]
-    doc = json.loads(path.read_text())
-    assert [f["code"] for f in serious(doc)] == ["DDP003"]
-    assert doc["meta"]["ranks_reported"] == [0, 1]
-
-
-def test_monitor_api_clean_twin_is_silent(tmp_path):
-    path = tmp_path / "monitor.json"
-    out = torchrun(SCRIPT, "--with-monitor", str(path))
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert serious(json.loads(path.read_text())) == []
-
-
 def test_a_crash_on_every_rank_is_reported_once_with_the_exit_status(tmp_path):
     out, doc = run_ddp(tmp_path, "--crash")
     assert out.returncode != 0
@@ -114,29 +67,6 @@ def test_a_crash_on_every_rank_is_reported_once_with_the_exit_status(tmp_path):
     assert f'Traceback (most recent call last):\n  File "{SCRIPT}"' in out.stderr
     (crash,) = [f for f in doc["findings"] if f["code"] == "RUN001"]
     assert crash["location"] == "model.0" and crash["evidence"]["ranks"] == [0, 1]
-
-
-# ----- frameworks under torchrun: the callback on every rank, one merged report ---------------------------------
-FRAMEWORKS = [  # (extra, script, flags, expected codes): each planted run next to its clean twin
-    ("lightning.pytorch", "lightning_ddp.py", ["--batch", "8"], ["DDP004"]),  # batch-norm, 8 samples per rank
-    ("lightning.pytorch", "lightning_ddp.py", ["--batch", "32"], []),
-    ("transformers", "hf_ddp.py", ["--lr", "0"], ["GRD002"]),  # accelerate shards the data: no DDP003
-    ("transformers", "hf_ddp.py", ["--lr", "5e-4"], []),
-]
-
-
-@pytest.mark.parametrize("extra,script,flags,expected", FRAMEWORKS,
-                         ids=["lightning-bn-8", "lightning-bn-32", "hf-lr-0", "hf-clean"])
-def test_framework_callbacks_merge_the_ranks(tmp_path, extra, script, flags, expected):
-    pytest.importorskip(extra)
-    path = tmp_path / "report.json"
-    out = torchrun(os.path.join(os.path.dirname(SCRIPT), script), str(path), *flags)
-    assert out.returncode == 0, out.stderr[-3000:]
-    doc = json.loads(path.read_text())
-    validate_json(doc)
-    assert [f["code"] for f in serious(doc)] == expected
-    assert all(f["evidence"]["ranks"] == [0, 1] for f in serious(doc))
-    assert doc["meta"]["ranks_reported"] == [0, 1]
 
 
 def test_a_crash_on_one_rank_is_reported_with_its_rank(tmp_path):
