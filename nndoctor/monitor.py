@@ -32,7 +32,7 @@ from nndoctor.probes import live_curve
 from nndoctor.probes.rank_exchange import RankExchange
 from nndoctor.probes.rank_facts import RankFacts, world
 from nndoctor.probes.wrappers import named_modules, named_parameters
-from nndoctor.probes.errors import classify, is_library_file, short_path
+from nndoctor.probes.errors import classify, user_call_site
 from nndoctor.probes.loss_sign import negated_loss
 
 MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
@@ -54,18 +54,6 @@ class _Watched:
                                if isinstance(m, MODE_DEPENDENT) and _active(m)]
         self.names = {id(p): name for name, p in named_parameters(module)}
         self.trained = False  # seen in a forward with gradients enabled
-
-
-def _user_line(frame: Any) -> tuple[str, str]:
-    """("file.py:12", source text) of the first frame outside torch, libraries and nndoctor."""
-    import linecache
-
-    while frame is not None and is_library_file(frame.f_code.co_filename):
-        frame = frame.f_back
-    if frame is None:
-        return "loss", ""
-    filename = frame.f_code.co_filename
-    return f"{short_path(filename)}:{frame.f_lineno}", linecache.getline(filename, frame.f_lineno).strip()
 
 
 def _active(m: nn.Module) -> bool:
@@ -91,7 +79,7 @@ class Monitor(MonitorEvents):
         self._pending_negated: str | None = None  # the backward's scalar is minus this non-negative loss
         self._negated_steps = 0
         self._loss_owners: set[int] = set()  # optimizers that stepped right after a backward of their own
-        self._negated_site: tuple[str, str] | None = None
+        self._negated_site: str | None = None
         self._negated_name = ""
         self._stale_steps = 0
         self._eval_training_steps: dict[str, int] = {}  # eval-mode module path -> steps trained so
@@ -102,7 +90,6 @@ class Monitor(MonitorEvents):
         self._nograd_steps: dict[int, int] = {}  # root id -> optimizer steps preceded by such a forward
         self._last_train_call: tuple[nn.Module, tuple, dict] | None = None
         self._last_eval_names: list[str] = []
-        self._last_root_eval = False
         self._localised = False
         self._replaying = False  # our own replay of a failing step must not be watched
         self._failing: nn.Module | None = None
@@ -186,7 +173,6 @@ class Monitor(MonitorEvents):
             # eval-mode dropout/batch-norm that trains: its own parameters, or its parent's, get gradients
             self._last_eval_names = [name for name, m, parent in w.mode_dependent if not m.training
                                      and any(p.requires_grad for p in parent.parameters())]
-            self._last_root_eval = bool(self._last_eval_names)
             self._rank_facts.on_training_forward(module, inputs)
         elif module.training:
             in_train = [(name, m) for name, m, _ in w.mode_dependent if m.training]
@@ -206,8 +192,8 @@ class Monitor(MonitorEvents):
             self._pending_negated = negated_loss(loss)
         except Exception:  # an unusual graph: no reading
             self._pending_negated = None
-        if self._pending_negated and self._negated_site is None:
-            self._negated_site = _user_line(sys._getframe(1))
+        if self._pending_negated and self._negated_site is None:  # frame 2: the caller of backward()
+            self._negated_site = user_call_site(sys._getframe(2))[0] or "loss"
 
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self.on_before_optimizer_step(optimizer)
@@ -247,7 +233,7 @@ class Monitor(MonitorEvents):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         state = self._opt_state(optimizer)
-        self._rank_facts.on_step(self.steps)
+        self._rank_facts.on_step()
         grads = [p.grad for p in state["params"] if p.grad is not None]
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
         had_loss = self._pending_loss is not None
@@ -270,7 +256,7 @@ class Monitor(MonitorEvents):
             self._nograd_steps[root] = self._nograd_steps.get(root, 0) + 1
         self._nograd_since_step.clear()
         if self._last_train_call is not None:
-            if self._last_root_eval:
+            if self._last_eval_names:
                 self._root_eval_steps += 1
             for name in self._last_eval_names:
                 self._eval_training_steps[name] = self._eval_training_steps.get(name, 0) + 1
@@ -409,7 +395,7 @@ class Monitor(MonitorEvents):
         first, last = statistics.median(errors[:width]), statistics.median(errors[-width:])
         if not last > first + 0.05 * max(abs(first), 1e-8):
             return
-        where = (self._negated_site or ("loss", ""))[0]
+        where = self._negated_site or "loss"
         self.findings.append(Finding(
             "OFB001", f"{self._negated_steps} of {self.steps} optimizer steps minimised minus {self._negated_name} "
             f"(the scalar passed to backward() negates it): the error itself rose from {first:.4g} to {last:.4g} (medians "

@@ -42,7 +42,7 @@ def _rank_summary(monkeypatch, rank: int, *, sampler: bool = True, set_epoch: bo
                 facts.on_training_forward(model, (x,))
                 opt.zero_grad()
                 nn.functional.cross_entropy(model(x), y).backward()
-                facts.on_step(steps)
+                facts.on_step()
                 opt.step()
                 steps += 1
                 facts.after_step(steps)

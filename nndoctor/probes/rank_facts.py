@@ -221,6 +221,8 @@ class RankFacts:
 
     # ----- events ---------------------------------------------------------------------------------------
     def on_batch(self, iterator: Any, batch: Any, starting: bool) -> None:
+        if not self.distributed():  # an ordinary run pays nothing per batch
+            return
         dataset, index_sampler = iterator._dataset, iterator._index_sampler
         source = self.sources.get(id(index_sampler))
         if source is None or not source.matches(dataset, index_sampler):
@@ -231,7 +233,7 @@ class RankFacts:
             epoch, seed = getattr(source.sampler, "epoch", None), getattr(source.sampler, "seed", 0)
             shuffle_seed = epoch + seed if isinstance(epoch, int) and isinstance(seed, int) else None
             facts["passes"].append([shuffle_seed, 0])
-        if len(facts["batch_hashes"]) < FIRST_BATCHES and self.distributed():
+        if len(facts["batch_hashes"]) < FIRST_BATCHES:
             facts["batch_hashes"].append(digest(batch))
 
     def on_training_forward(self, root: nn.Module, inputs: tuple) -> None:
@@ -253,8 +255,8 @@ class RankFacts:
             if self._last_source is None:
                 self.input_hashes.append(digest(inputs))
 
-    def on_step(self, steps_before: int) -> None:
-        """An optimizer is about to take step ``steps_before + 1``."""
+    def on_step(self) -> None:
+        """An optimizer is about to step."""
         source = self._last_source
         if source is not None and self.distributed():
             source.facts["steps"] += 1
