@@ -1,7 +1,8 @@
 """Checks: each reads measurements and emits findings. A check is registered with its step and codes.
 
 To add one: write a function ``def my_check(ctx: Context) -> None`` in the module of its family
-(the code prefix names it: LOS -> checks/loss.py) and decorate it with ``@check(...)``.
+(the code prefix names it: LOS -> checks/loss.py; a large family is split by concern, DAT ->
+checks/data_values.py, data_targets.py, data_splits.py, data_order.py) and decorate it with ``@check(...)``.
 A check emits through ``ctx.emit(code, ...)``; it may raise ``SkipCheck("why")``.
 """
 from __future__ import annotations
@@ -16,7 +17,8 @@ from nndoctor.context import Context, SkipCheck
 __all__ = ["check", "CheckSpec", "all_checks", "SkipCheck", "Context"]
 
 # Modules holding checks, imported in this order; within a step, checks run in registration order.
-MODULES = ["run", "memory", "shapes", "data", "loss", "modes", "numerics", "overfit", "gradients", "compare"]
+MODULES = ["run", "memory", "shapes", "data_values", "data_targets", "data_splits", "data_order", "loss", "modes",
+           "numerics", "overfit", "gradients", "compare"]
 
 
 @dataclass(frozen=True)
