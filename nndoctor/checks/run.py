@@ -36,9 +36,11 @@ def one_training_step(ctx: Context) -> None:
     except Exception as exc:  # the user's data pipeline raised
         info = classify(exc, "data")
         ctx.run_error = exc
-        ctx.emit("RUN005", f"Reading the first training batch failed: {info.summary}",
-                 location=info.source or "train_data", evidence={"phase": "data", "error": info.summary},
-                 suggestions=["Iterate your DataLoader once by hand (`next(iter(loader))`) to see the error."])
+        ctx.emit("RUN005", f"Reading the first training batch failed: {info.summary}{_likely_cause(info)}",
+                 location=info.source or "train_data", evidence={"phase": "data", "error": info.summary,
+                                                                 **_known_evidence(info)},
+                 suggestions=_with_search(info, _known_fix(info) + [
+                     "Iterate your DataLoader once by hand (`next(iter(loader))`) to see the error."]))
         return
     model = ctx.fresh_model()
     optimizer = _build_optimizer(ctx, model)
@@ -94,8 +96,9 @@ def _build_optimizer(ctx: Context, model: nn.Module) -> torch.optim.Optimizer | 
         ctx.run_error = exc
         hint = ("All parameters may be frozen (requires_grad=False) or the model has none."
                 if "empty parameter list" in str(exc) else "Check how the optimizer is built.")
-        ctx.emit("RUN005", f"Building the optimizer failed: {info.summary}", location="optimizer",
-                 evidence={"phase": "optimizer", "error": info.summary}, suggestions=[hint])
+        ctx.emit("RUN005", f"Building the optimizer failed: {info.summary}{_likely_cause(info)}", location="optimizer",
+                 evidence={"phase": "optimizer", "error": info.summary, **_known_evidence(info)},
+                 suggestions=_with_search(info, [hint] + _known_fix(info)))
         return None
 
 
@@ -117,7 +120,7 @@ def _report_crash(ctx: Context, info: ErrorInfo, trace: ModuleTrace, model: nn.M
     failing = trace.failing() if info.phase in ("forward", "step") else None
     location = trace.qualified(failing.path) if failing else _phase_location(ctx, info)
     chain = trace.chain(upto=failing)
-    evidence: dict[str, Any] = {"phase": info.phase, "error": info.summary, "chain": chain}
+    evidence: dict[str, Any] = {"phase": info.phase, "error": info.summary, "chain": chain, **_known_evidence(info)}
     if info.source:
         evidence["source"] = info.source
         evidence["source_line"] = info.source_line
@@ -149,7 +152,7 @@ def _report_crash(ctx: Context, info: ErrorInfo, trace: ModuleTrace, model: nn.M
     else:
         cause, fix, op_site = _explain_other(ctx, info, model, batch)
         if cause:
-            message += f" Likely cause: {cause}"
+            message += f" Likely cause: {_lower_first(cause)}"
         if op_site:
             evidence["forward_site"] = op_site
             message += f" The tensor was produced at {op_site}."
@@ -160,7 +163,35 @@ def _report_crash(ctx: Context, info: ErrorInfo, trace: ModuleTrace, model: nn.M
         message += f" (at {info.source}: `{info.source_line}`)"
     if chain:
         message += " Shapes before it: " + "; ".join(chain[-4:]) + "."
-    ctx.emit(code, message, location=location, evidence=evidence, suggestions=suggestions)
+    # The specialised explanations above come first; the catalogue's fix only where they had none to give
+    ctx.emit(code, message, location=location, evidence=evidence,
+             suggestions=_with_search(info, suggestions or _known_fix(info)))
+
+
+def _known_evidence(info: ErrorInfo) -> dict[str, Any]:
+    evidence: dict[str, Any] = {"error_type": type(info.exc).__name__, "search_query": info.query}
+    if info.known is not None:
+        evidence["known_error"] = info.known.id
+    return evidence
+
+
+def _likely_cause(info: ErrorInfo) -> str:
+    return f" Likely cause: {_lower_first(info.known.cause)}" if info.known is not None else ""
+
+
+def _known_fix(info: ErrorInfo) -> list[str]:
+    return [info.known.fix] if info.known is not None else []
+
+
+def _with_search(info: ErrorInfo, suggestions: list[str]) -> list[str]:
+    """The suggestions, then the search query for the message as the last one."""
+    return [*suggestions, f"Search: {info.query}"] if info.query else list(suggestions)
+
+
+def _lower_first(sentence: str) -> str:
+    """"An in-place ..." -> "an in-place ..." after "Likely cause:"; acronyms ("NCCL, ...") stay."""
+    first = sentence.split(" ", 1)[0]
+    return sentence if sum(c.isupper() for c in first) > 1 else sentence[:1].lower() + sentence[1:]
 
 
 def _phase_location(ctx: Context, info: ErrorInfo) -> str:
@@ -231,40 +262,12 @@ def _device_fixes(model: nn.Module, batch: Any) -> list[str]:
             "(`self.register_buffer(...)`), and create new tensors with `device=x.device`."]
 
 
-_EXPLANATIONS = [
-    (r"modified by an inplace operation",
-     "an in-place operation (`+=`, `x[...] = ...`, `relu_`, `nn.ReLU(inplace=True)`) changed a tensor that "
-     "autograd saved for the backward pass.",
-     ["Use the out-of-place form (`h = h + 1` instead of `h += 1`, `inplace=False`)."]),
-    (r"backward through the graph a second time",
-     "the graph of an earlier step is reused (a hidden state or a cached tensor carried across steps).",
-     ["Detach state carried across steps (`h = h.detach()`), or compute it anew each step."]),
-    (r"does not require grad and does not have a grad_fn",
-     "the loss is not connected to any parameter: it was detached (`.item()`, `.detach()`, `.numpy()`, "
-     "`torch.tensor(loss)`), computed under `torch.no_grad()`, or every parameter is frozen.",
-     ["Compute the loss from the model's outputs with torch operations only, outside `no_grad`."]),
-    (r"grad can be implicitly created only for scalar outputs",
-     "the loss is not a scalar (a loss with `reduction='none'` that was never reduced).",
-     ["Reduce the loss (`loss.mean()`) before `backward()`."]),
-    (r"leaf Variable that requires grad",
-     "an in-place operation on a parameter (or another leaf tensor that requires grad).",
-     ["Modify parameters under `torch.no_grad()`, or use out-of-place operations."]),
-    (r"Expected more than 1 value per channel when training",
-     "batch-norm in train mode got a batch of one sample.",
-     ["Use `drop_last=True` in the DataLoader, a larger batch, or GroupNorm/LayerNorm."]),
-    (r"element 0 of tensors does not require grad",
-     "the loss does not depend on any parameter that requires grad.",
-     ["Check for `.detach()`, `no_grad` or frozen parameters on the path to the loss."]),
-]
-
-
 def _explain_other(ctx: Context, info: ErrorInfo, model: nn.Module, batch: Any) -> tuple[str, list[str], str]:
-    text = str(info.exc)
-    for pattern, cause, fix in _EXPLANATIONS:
-        if re.search(pattern, text):
-            site = _forward_site_of_backward_error(ctx, batch) if info.phase == "backward" else ""
-            return cause, fix, site
-    return "", ["Read the error above; the location names your line."], ""
+    """The crash catalogue's cause and fix; for a backward error, also the forward line that made the failing node."""
+    if info.known is None:
+        return "", ["Read the error above; the location names your line."], ""
+    site = _forward_site_of_backward_error(ctx, batch) if info.phase == "backward" else ""
+    return info.known.cause, [info.known.fix], site
 
 
 def _forward_site_of_backward_error(ctx: Context, batch: Any) -> str:

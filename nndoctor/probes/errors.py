@@ -1,17 +1,20 @@
 """Classify an exception from the user's training step and find the user's source line.
 
-Only measures: which kind of error (shape, dtype, device, memory, other), the phase, and where.
+Only measures: which kind of error (shape, dtype, device, memory, other), the phase, where, which entry of the
+crash catalogue (``nndoctor.catalogue.crashes``) it is, and a search query for its message.
 """
 from __future__ import annotations
 
 import linecache
 import os
 import re
-
 import traceback
 from dataclasses import dataclass
 
 import torch
+
+from nndoctor.catalogue import crashes
+from nndoctor.catalogue.crashes import KnownError
 
 _SHAPE = re.compile(
     r"shapes cannot be multiplied|size of tensor a|must match the size|shape '\[.*\]' is invalid|"
@@ -48,6 +51,8 @@ class ErrorInfo:
     exc: BaseException
     source: str  # "file.py:12" of the user's code closest to the error, or ""
     source_line: str  # the text of that line
+    known: KnownError | None = None  # the crash catalogue's entry for this message
+    query: str = ""  # a search query for the message, the user's own numbers and names removed
 
     @property
     def summary(self) -> str:
@@ -70,7 +75,21 @@ def classify(exc: BaseException, phase: str) -> ErrorInfo:
     else:
         kind = "other"
     source, line = user_frame(exc)
-    return ErrorInfo(kind, phase, exc, source, line)
+    known, query = known_error(exc)
+    return ErrorInfo(kind, phase, exc, source, line, known, query)
+
+
+def known_error(exc: BaseException) -> tuple[KnownError | None, str]:
+    """The crash catalogue's entry for ``exc`` (or None) and a search query for its message.
+
+    An error raised ``from`` another (a framework wrapping PyTorch's) is looked up by its cause when its own
+    message is unknown; the query always quotes the error the user saw.
+    """
+    message = str(exc)
+    entry = crashes.match(message)
+    if entry is None and exc.__cause__ is not None:
+        entry = crashes.match(str(exc.__cause__))
+    return entry, crashes.search_query(type(exc).__name__, message, entry)
 
 
 _NNDOCTOR_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
