@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("codes", help="list the codes, or explain one")
     p.add_argument("code", nargs="?", default=None)
+    p.add_argument("--errors", action="store_true",
+                   help="the crash catalogue instead: common PyTorch error messages (with an id: that one's cause and fix)")
     return parser
 
 
@@ -263,6 +265,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_codes(args: argparse.Namespace) -> int:
     from nndoctor import catalogue
 
+    if args.errors:
+        return _crash_catalogue(args.code)
     if args.code:
         try:
             codes = sorted(catalogue.resolve(args.code))
@@ -281,7 +285,35 @@ def cmd_codes(args: argparse.Namespace) -> int:
                 print(f"{head} {lines[0]}")
                 for line in lines[1:]:
                     print(" " * (len(head) + 1) + line)
-    print("\nDetails: nndoctor codes CODE")
+    print("\nDetails: nndoctor codes CODE; common PyTorch error messages: nndoctor codes --errors")
+    return EXIT_OK
+
+
+def _crash_catalogue(entry_id: str | None) -> int:
+    """``codes --errors [ID]``: the crash catalogue (catalogue/crashes.py) that RUN findings quote."""
+    import difflib
+    import textwrap
+
+    from nndoctor.catalogue import crashes
+
+    if entry_id:
+        entry = crashes.BY_ID.get(entry_id.lower())
+        if entry is None:
+            close = difflib.get_close_matches(entry_id.lower(), list(crashes.BY_ID), n=3, cutoff=0.5)
+            raise UsageError(f"unknown error id {entry_id!r}" + (f"; did you mean {', '.join(close)}?" if close
+                                                                 else "; see `nndoctor codes --errors`"))
+        example = textwrap.indent(entry.example, "    ")
+        where = f" (needs {entry.needs.upper()})" if entry.needs else ""
+        print(f"{entry.id}\n\nMatches (regex)\n    {entry.pattern}\n\nCause\n    {entry.cause}\n\nFix\n    {entry.fix}"
+              f"\n\nExample{where}\n{example}")
+        return EXIT_OK
+    width = max(len(e.id) for e in crashes.ERRORS) + 2
+    for entry in crashes.ERRORS:
+        lines = textwrap.wrap(entry.cause, width=100 - width - 2) or [""]
+        print(f"  {entry.id:<{width}}{lines[0]}")
+        for line in lines[1:]:
+            print(" " * (width + 2) + line)
+    print(f"\n{len(crashes.ERRORS)} known errors. Details: nndoctor codes --errors ID")
     return EXIT_OK
 
 

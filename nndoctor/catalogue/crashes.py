@@ -523,6 +523,7 @@ _SPECIFICS = [
     (re.compile(r"\b(cuda|cpu|xpu|mps|npu):\d+\b"), r"\1"),
     (re.compile(r"\b\d+(?:\s*x\s*\d+)+\b"), "*"),  # 64x784
     (re.compile(r"\b(?!(?:torch|nn|np|numpy|F|Tensor|e\.g|i\.e)\.)[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+\b(?!\()"), "*"),
+    (re.compile(r"(?<![\w.])(?!(?:torch|nn|np|numpy|F|Tensor)\.)[A-Za-z_]\w*\.(?=[a-z_]\w*\()"), ""),  # MyNet.forward()
 ]
 _GROUP_WITH_DIGITS = re.compile(r"\[[^\[\]]*\d[^\[\]]*\]|(?<![\w.])\([^()]*\d[^()]*\)")
 _NUMBER = re.compile(r"(?<![\w.*])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?!\w)(?!\.\d)")

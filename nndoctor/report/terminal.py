@@ -90,7 +90,9 @@ def _print_finding(console: Console, f: Finding) -> None:
         _wrap(console, pad + "where: ", Text(f.location, style="bold"))
     _wrap(console, pad, Text(f.message))
     for suggestion in f.suggestions:
-        _wrap(console, pad + Text("fix: ", style="green"), Text(suggestion))
+        search = suggestion.startswith("Search: ")  # a crash's search query (checks/run.py), not a fix
+        _wrap(console, pad + Text("search: " if search else "fix: ", style="green"),
+              Text(suggestion[len("Search: "):] if search else suggestion))
     _wrap(console, pad, Text(f.hint, style="dim"))
 
 
