@@ -4,7 +4,7 @@ Where a finding's fix is mechanical (remove a final softmax, rebuild the optimiz
 parameters, standardise the inputs...), a fix-applier turns the finding into a ``FixTrial``: the change,
 as a ``Variant`` of the single-batch experiment, and, when the bug is not part of that experiment as
 nndoctor runs it (a model handed over in eval mode), the variant that reproduces it. The overfit step
-runs both and attaches the two curves to the finding (``checks/overfit.py: verify_fixes``).
+runs both and attaches the two curves to the finding (``checks/verified_fixes.py``).
 
 Add a fix with ``@fix_for("CODE")`` on a function ``(ctx, finding) -> FixTrial | None`` (None: this
 finding's fix is not mechanical, e.g. the location is not a module).
@@ -23,7 +23,7 @@ from nndoctor import data as D
 from nndoctor.context import Context
 from nndoctor.findings import Finding
 from nndoctor.probes.scoring import main_output
-from nndoctor.probes.single_batch import Variant, lr_variant
+from nndoctor.trainer import Variant, lr_variant
 
 
 @dataclass

@@ -15,12 +15,14 @@ from torch.utils.data import Dataset
 
 import nndoctor
 from nndoctor.catalogue import Severity
-from nndoctor.checks.overfit import experiment, lr_range, verify_fixes
+from nndoctor.checks.lr_range import lr_range
+from nndoctor.checks.overfit_experiment import experiment
+from nndoctor.checks.verified_fixes import verify_fixes
 from nndoctor.context import Context
 from nndoctor.probes import curve
 from nndoctor.probes.grad_stats import GradReach, GradStats
 from nndoctor.probes.repeat_read import read_twice
-from nndoctor.probes.single_batch import TaskMeter, Trainer, Variant, descent_check
+from nndoctor.probes.single_batch import OneBatch, TaskMeter, Variant, descent_check
 
 from cases.clean_models import CLEAN
 from cases.data_sources import digits
@@ -153,7 +155,7 @@ def test_descent_check_finds_the_flipped_sign(bug):
     loss_fn = (lambda o, t: -F.cross_entropy(o, t)) if bug == "negated" else nn.CrossEntropyLoss()
     setup = _digits(lambda p: torch.optim.Adam(p, lr=1e-3, maximize=bug == "maximize"), loss_fn=loss_fn)
     ctx = Context(setup)
-    trainer = Trainer(ctx, ctx.first_batch(), Variant(), kind="classification", error_ok=0.02, loss_ok=0.05)
+    trainer = OneBatch(ctx, ctx.first_batch(), Variant(), kind="classification", error_ok=0.02, loss_ok=0.05)
     d = descent_check(trainer)
     assert d.descent_change < 0  # down the task loss's gradient, it falls
     assert (d.cos_update_task > 0) == (bug != "none") and (d.task_change > 0) == (bug != "none")
@@ -169,7 +171,7 @@ def test_trainers_keep_their_own_rng_stream():
         train, _ = digits()
         model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 10))
         ctx = Context(nndoctor.Setup(model=model, train_data=train, loss_fn=nn.CrossEntropyLoss()))
-        return [Trainer(ctx, ctx.first_batch(), Variant(label=str(i)), kind="classification", error_ok=0.0,
+        return [OneBatch(ctx, ctx.first_batch(), Variant(label=str(i)), kind="classification", error_ok=0.0,
                         loss_ok=0.0, seed=i) for i in range(2)]
 
     far = time.monotonic() + 60

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from nndoctor.checks import check
-from nndoctor.checks.overfit import Experiment, experiment, verify_fixes
+from nndoctor.checks.overfit_experiment import Experiment, experiment
+from nndoctor.checks.verified_fixes import verify_fixes
 from nndoctor.context import Context
 from nndoctor.findings import Finding
 from nndoctor.probes.grad_stats import GradReach

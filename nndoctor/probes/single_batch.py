@@ -1,10 +1,10 @@
-"""The single-batch experiment: train a copy on one fixed batch and record what happens, step by step.
+"""The single-batch experiment: a copy trained on one fixed batch, and what happens, step by step.
 
-A ``Trainer`` trains one copy of the model with the user's optimizer (or a ``Variant`` of the setup:
-another learning rate, no weight decay, a module replaced...) and records, per step, the loss the
-optimizer minimises and the task's own error on the batch (``TaskMeter``), so that a loss falling while
-the error rises shows. Trainers can be advanced in several bouts (a short run first, more steps only
-when needed), and each keeps its own RNG stream, so interleaving them changes nothing.
+``OneBatch`` is the one trainer of copies (``nndoctor/trainer.py``) on a ``FixedBatch``, with the user's
+optimizer or a ``Variant`` of the setup, measuring per step the loss the optimizer minimises and the
+task's own error on the batch (``TaskMeter``), so that a loss falling while the error rises shows, and
+judging the ``Goal`` (reached and stayed) as its early stop. Runs can be advanced in several bouts (a
+short run first, more steps only when needed), and each keeps its own RNG stream.
 
 ``descent_check`` measures which way one optimizer step moves the losses, to first order and as a
 small finite step. Only measures: no verdicts here.
@@ -12,23 +12,22 @@ small finite step. Only measures: no verdicts here.
 from __future__ import annotations
 
 import math
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from nndoctor.probes.grad_stats import GradStats
 from nndoctor.probes.scoring import _threshold, main_output
+from nndoctor.trainer import HOPELESS, FixedBatch, Trainer, Variant, lr_variant
+
+__all__ = ["TaskMeter", "Goal", "OneBatch", "Variant", "lr_variant", "Directions", "descent_check"]
 
 HOLD = 3  # consecutive steps at the goal before it counts as reached (dropout makes single steps lucky)
 # Then it must stay: at the goal in KEEP of a window of STAY times the way there (at least MIN_STAY steps).
 # Overshooting runs (SGD with momentum 0.99) touch the goal and leave it; dropout noise stays within KEEP.
 STAY, KEEP, MIN_STAY = 0.25, 0.8, 20
-HOPELESS = 1e6  # a loss this many times its start will not come back: stop spending time on it
 
 
 # ----- the task's own error -------------------------------------------------------------------------
@@ -114,216 +113,102 @@ class TaskMeter:
         return mse, mse / self.spread
 
 
-# ----- one way to run the experiment ------------------------------------------------------------------
-@dataclass
-class Variant:
-    """The user's setup, or the setup with one change, for one single-batch run."""
+# ----- a copy trained on one batch towards the goal ---------------------------------------------------
+class Goal:
+    """The early stop of a single-batch run: the task error at most ``error_ok`` (when a TaskMeter fits),
+    else the loss at most ``loss_ok`` of its (positive) start. Reached: HOLD steps in a row at the goal.
+    Converged: then at the goal in KEEP of the window after it, and at its end."""
 
-    label: str = "as given"
-    lr_scale: float = 1.0  # multiplies every parameter group's learning rate
-    hyper: dict[str, Any] = field(default_factory=dict)  # optimizer settings, in every group that has them
-    edit: Callable[[nn.Module], None] | None = None  # a change to the model copy (after train()/eval())
-    loss_fn: Callable[[Any, Any], torch.Tensor] | None = None  # replaces Setup.loss_fn
-    optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None  # replaces the user's optimizer
-    train_mode: bool = True
-    inputs: Callable[[Any], Any] | None = None  # a change to the batch's inputs
-
-
-def lr_variant(base_lr: float, k: int) -> Variant:
-    """The user's setup with every learning rate times 10**k (one label per rate, so runs can be shared)."""
-    return Variant(label=f"lr {float(f'{base_lr * 10.0**k:.3g}'):g}", lr_scale=10.0**k)
-
-
-def scale_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
-    for group in optimizer.param_groups:
-        if "lr" in group:
-            group["lr"] = group["lr"] * factor
-
-
-def first_lr(optimizer: torch.optim.Optimizer) -> float | None:
-    lr = optimizer.param_groups[0].get("lr") if optimizer.param_groups else None
-    return float(lr) if lr is not None else None
-
-
-# ----- a copy in training ---------------------------------------------------------------------------
-class Trainer:
-    """One copy trained on one batch. ``advance`` runs more steps; the history grows."""
-
-    def __init__(self, ctx: Any, batch: Any, variant: Variant, *, kind: str, error_ok: float,
-                 loss_ok: float, record_grads: bool = False, seed: int = 0, give_up: float = HOPELESS):
-        self.ctx = ctx
-        self.variant = variant
-        self.kind = kind
-        self.error_ok = error_ok  # converged: the task error at most this (when a TaskMeter fits)
-        self.loss_ok = loss_ok  # else: the loss at most this share of its (positive) start
-        self.seed = seed
-        self.give_up = give_up  # stop once the measure is this many times its start
-        pair = ctx.pair(batch)
-        if variant.inputs is not None and pair is not None:
-            batch = (variant.inputs(pair[0]), pair[1])
-        self.batch = batch
-        self.model = ctx.fresh_model()
-        self.model.train(variant.train_mode)
-        if variant.edit is not None:
-            variant.edit(self.model)
-        self.optimizer = variant.optimizer(self.model) if variant.optimizer else ctx.optimizer_for(self.model, **variant.hyper)
-        scale_lr(self.optimizer, variant.lr_scale)
-        self.lr = first_lr(self.optimizer)
-        self.stats = GradStats(self.model) if record_grads else None
-        self.meter: TaskMeter | None = None
-        self._meter_built = False
-        self.loss: list[float] = []
-        self.task_loss: list[float] = []
-        self.error: list[float] = []
-        self.status = "running"  # running | converged | non-finite | exploded | crashed | released
+    def __init__(self, error_ok: float, loss_ok: float):
+        self.error_ok, self.loss_ok = error_ok, loss_ok
         self.converged_at: int | None = None  # steps taken to reach the goal, where it then stayed
         self.first_reached: int | None = None  # steps taken to reach the goal the first time (stay or not)
-        self.failure = ""
-        self.seconds = 0.0
         self._streak = 0  # consecutive steps at the goal
         self._reached: int | None = None  # where the current attempt at the goal began
         self._stayed: list[bool] = []  # at the goal or not, each step since then
-        self._rng: tuple[torch.Tensor, list[torch.Tensor]] | None = None
 
-    # ----- what the runs measure ----------------------------------------------------------------
-    @property
-    def steps(self) -> int:
-        return len(self.loss)
+    def __call__(self, run: Trainer) -> str | None:
+        error, loss = run.curves.get("error"), run.loss
+        at_goal = error[-1] <= self.error_ok if error else loss[0] > 0 and loss[-1] <= self.loss_ok * loss[0]
+        self._judge(at_goal, run.steps)
+        return "converged" if self.converged_at is not None else None
 
-    @property
-    def converged(self) -> bool:
-        return self.converged_at is not None
-
-    @property
-    def finished(self) -> bool:
-        return self.status in ("non-finite", "exploded", "crashed", "released")
-
-    def release(self) -> None:
-        """Free the copy and its optimizer (large models); the history stays, training cannot go on."""
-        self.model = self.optimizer = self.stats = None
-        if not self.finished:
-            self.status = "released"
-
-    @property
-    def measure(self) -> list[float]:
-        """The continuous measure of how wrong the model is: the task loss, else the user's loss."""
-        return self.task_loss if self.meter is not None else self.loss
-
-    def loss_and_outputs(self) -> tuple[torch.Tensor, Any]:
-        if self.variant.loss_fn is None:
-            return self.ctx.loss_of(self.model, self.batch)
-        inputs, targets = self.ctx.pair(self.batch)
-        outputs = self.ctx.forward(self.model, inputs)
-        return self.variant.loss_fn(outputs, targets), outputs
-
-    def task_measures(self, outputs: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if not self._meter_built:
-            self._meter_built = True
-            pair = self.ctx.pair(self.batch)
-            if pair is not None and outputs is not None:
-                loss_fn = self.variant.loss_fn or self.ctx.setup.loss_fn
-                self.meter = TaskMeter.build(self.kind, loss_fn, outputs, pair[1])
-        return self.meter(outputs) if self.meter is not None else None
-
-    # ----- training -------------------------------------------------------------------------------
-    def advance(self, steps: int, deadline: float, stop_at_goal: bool = True) -> None:
-        """Train until ``steps`` steps in all, the deadline (``time.monotonic()``), the goal (when
-        ``stop_at_goal``), a NaN/Inf or a crash."""
-        if self.finished or (stop_at_goal and self.converged):
-            return
-        start = time.monotonic()
-        with self._own_rng():
-            while self.steps < steps and time.monotonic() < deadline:
-                try:
-                    values = self._step()
-                except Exception as exc:  # the user's code failed mid-run; the history so far stands
-                    self.status, self.failure = "crashed", f"{type(exc).__name__}: {str(exc)[:200]}"
-                    break
-                if self._record(values) or (stop_at_goal and self.converged):
-                    break
-        self.seconds += time.monotonic() - start
-
-    def _step(self) -> list[float]:
-        self.optimizer.zero_grad(set_to_none=True)
-        loss, outputs = self.loss_and_outputs()
-        with torch.no_grad():
-            task = self.task_measures(outputs)
-        scalars = [loss.detach(), *(task or ())]
-        loss.backward()
-        if self.stats is not None:
-            self.stats.before_step()
-        self.optimizer.step()
-        if self.stats is not None:
-            return self.stats.after_step(scalars)
-        return torch.cat([s.reshape(1).float() for s in scalars]).tolist()  # the step's one host sync
-
-    def _record(self, values: list[float]) -> bool:
-        """Append one step's values; True when the run cannot usefully go on."""
-        self.loss.append(values[0])
-        if self.meter is not None:
-            self.task_loss.append(values[1])
-            self.error.append(values[2])
-        current = self.measure[-1]
-        if not all(math.isfinite(v) for v in values):
-            self.status = "non-finite"
-            return True
-        if abs(current) > self.give_up * max(abs(self.measure[0]), 1e-12):
-            self.status = "exploded"
-            return True
-        at_goal = (self.error[-1] <= self.error_ok if self.meter is not None
-                   else self.loss[0] > 0 and self.loss[-1] <= self.loss_ok * self.loss[0])
-        self._judge_goal(at_goal)
-        return False
-
-    def _judge_goal(self, at_goal: bool) -> None:
-        """Reached: HOLD steps in a row at the goal. Converged: then at the goal in KEEP of the window
-        after it, and at its end."""
+    def _judge(self, at_goal: bool, steps: int) -> None:
         if self.converged_at is not None:
             return
         self._streak = self._streak + 1 if at_goal else 0
         if self._reached is None:
             if self._streak >= HOLD:
-                self._reached, self._stayed = self.steps - HOLD + 1, []
+                self._reached, self._stayed = steps - HOLD + 1, []
                 self.first_reached = self.first_reached or self._reached
             return
         self._stayed.append(at_goal)
         if len(self._stayed) >= max(MIN_STAY, math.ceil(STAY * self._reached)):
             if sum(self._stayed) >= KEEP * len(self._stayed) and self._streak >= HOLD:
                 self.converged_at = self._reached
-                self.status = "converged"
             else:
                 self._reached = None
 
-    @contextmanager
-    def _own_rng(self) -> Iterator[None]:
-        """Run with this trainer's RNG stream (dropout masks), leaving the global one as it was."""
-        devices = sorted({p.device.index or 0 for p in self.model.parameters() if p.device.type == "cuda"})
-        with torch.random.fork_rng(devices=devices):
-            if self._rng is None:
-                torch.manual_seed(self.seed)
-            else:
-                cpu, cuda = self._rng
-                torch.set_rng_state(cpu)
-                for device, state in zip(devices, cuda):
-                    torch.cuda.set_rng_state(state, device)
-            try:
-                yield
-            finally:
-                self._rng = (torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices])
+
+class OneBatch(Trainer):
+    """A copy trained (by the one trainer of copies) on one fixed batch, recording per step the loss the
+    optimizer minimises and the task's own error on the batch (``TaskMeter``), so that a loss falling
+    while the error rises shows, and judging the ``Goal``. ``record_grads``: gradient statistics per step."""
+
+    def __init__(self, ctx: Any, batch: Any, variant: Variant, *, kind: str, error_ok: float, loss_ok: float,
+                 record_grads: bool = False, seed: int = 0, give_up: float = HOPELESS):
+        self.kind = kind
+        self.goal = Goal(error_ok, loss_ok)
+        self.meter: TaskMeter | None = None
+        self._meter_built = False
+        super().__init__(ctx, FixedBatch(batch), variant, seed=seed, measure=self._measure, early_stop=self.goal,
+                         primary="task_loss", give_up=give_up)
+        self.probe = GradStats(self.model) if record_grads else None
+
+    @property
+    def stats(self) -> GradStats | None:
+        """The gradient statistics recorded per step (None: not recorded, or no longer)."""
+        return self.probe
+
+    @stats.setter
+    def stats(self, value: GradStats | None) -> None:
+        self.probe = value
+
+    @property
+    def task_loss(self) -> list[float]:
+        return self.curves.get("task_loss", [])
+
+    @property
+    def error(self) -> list[float]:
+        return self.curves.get("error", [])
+
+    @property
+    def converged_at(self) -> int | None:
+        return self.goal.converged_at
+
+    @property
+    def first_reached(self) -> int | None:
+        return self.goal.first_reached
+
+    @property
+    def converged(self) -> bool:
+        return self.goal.converged_at is not None
+
+    def task_measures(self, outputs: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if not self._meter_built:
+            self._meter_built = True
+            pair = self.ctx.pair(self.batch())
+            if pair is not None and outputs is not None:
+                loss_fn = self.variant.loss_fn or self.ctx.setup.loss_fn
+                self.meter = TaskMeter.build(self.kind, loss_fn, outputs, pair[1])
+        return self.meter(outputs) if self.meter is not None else None
+
+    def _measure(self, outputs: Any, batch: Any) -> dict[str, torch.Tensor] | None:
+        task = self.task_measures(outputs)
+        return {"task_loss": task[0], "error": task[1]} if task is not None else None
 
     def summary(self) -> dict[str, Any]:
-        """Steps and the start/end/min of the loss (and of the task error), for evidence."""
-        out: dict[str, Any] = {"label": self.variant.label, "steps": self.steps, "status": self.status,
-                               "converged_at": self.converged_at, "seconds": round(self.seconds, 3)}
-        if self.lr is not None:
-            out["lr"] = self.lr
-        for name, values in (("loss", self.loss), ("task_loss", self.task_loss), ("error", self.error)):
-            if values:
-                finite = [v for v in values if math.isfinite(v)] or [math.nan]
-                out[name] = {"start": _r(values[0]), "end": _r(values[-1]), "min": _r(min(finite))}
-        if self.failure:
-            out["failure"] = self.failure
-        return out
+        return {**super().summary(), "converged_at": self.converged_at}
 
 
 def _r(v: float) -> float:
@@ -347,17 +232,18 @@ class Directions:
         return {k: (_r(v) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
-def descent_check(trainer: Trainer) -> Directions | None:
+def descent_check(trainer: OneBatch) -> Directions | None:
     """One step of ``trainer``'s optimizer from its initial weights (the trainer must be fresh and is
     spent afterwards), compared with the gradients of the user's loss and of the task loss. Every
     forward pass uses the same dropout mask. None when no step could be measured."""
     params = [p for p in trainer.model.parameters() if p.requires_grad]
     seed = trainer.seed
+    batch = trainer.batch()
 
     def losses() -> tuple[torch.Tensor, torch.Tensor | None]:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            loss, outputs = trainer.loss_and_outputs()
+            loss, outputs = trainer.loss_and_outputs(batch)
             task = trainer.task_measures(outputs)
         return loss, (task[0] if task is not None else None)
 
