@@ -303,7 +303,9 @@ ERRORS: list[KnownError] = [
              "Expected all tensors to be on the same device, but got mat1 is on cpu, different from other tensors "
              "on cuda:0 (when checking argument in method wrapper_CUDA_addmm)",
              "Input type (torch.FloatTensor) and weight type (torch.cuda.FloatTensor) should be the same or input "
-             "should be a MKLDNN tensor and weight is a dense tensor"),
+             "should be a MKLDNN tensor and weight is a dense tensor",
+             "Input and parameter tensors are not at the same device, found input tensor at cuda:0 and parameter "
+             "tensor at cpu"),
       query=("Expected all tensors to be on the same device", "is not on the expected device",
              "Input and parameter tensors are not at the same device")),
     K("input-weight-dtype",
@@ -460,13 +462,14 @@ ERRORS: list[KnownError] = [
       "custom object).",
       "Return tensors from `__getitem__` (e.g. `transforms.ToTensor()` for images) or pass a `collate_fn`.",
       "from torch.utils.data import default_collate\ndefault_collate([object(), object()])"),
-    K("unpicklable-for-workers", r"Can't (?:pickle|get) local object|Can't pickle <function <lambda>",
+    K("unpicklable-for-workers", r"Can't pickle local object|Can't pickle <function <lambda>",
       "With worker processes started by spawn (Windows, macOS, `multiprocessing_context='spawn'`), the dataset, "
       "its transforms or `collate_fn` contain a lambda or a function defined inside another function.",
       "Define those functions at module top level, and guard the script's entry with "
       "`if __name__ == '__main__':`; or use `num_workers=0`.",
       "import pickle\ndef make():\n    return lambda x: x\npickle.dumps(make())",
-      query=("Can't pickle local object", "Can't get local object")),
+      texts=("Can't pickle <function <lambda> at 0x7ff1c5762340>: attribute lookup <lambda> on __main__ failed",),
+      query=("Can't pickle local object",)),
     K("dataloader-worker-error", r"Caught \w+ in DataLoader worker process",
       "The dataset's `__getitem__` (or the `collate_fn`) raised inside a worker; the original error is quoted "
       "below this line.",
@@ -474,7 +477,7 @@ ERRORS: list[KnownError] = [
       "the dataset by hand (`dataset[i]`) to reproduce.",
       "from torch.utils.data import DataLoader, Dataset\nclass Bad(Dataset):\n    def __len__(self):\n"
       "        return 4\n    def __getitem__(self, i):\n        return {'x': i}[i + 1]\n"
-      "next(iter(DataLoader(Bad(), batch_size=2, num_workers=1, multiprocessing_context='fork')))"),
+      "next(iter(DataLoader(Bad(), batch_size=4, num_workers=1, multiprocessing_context='fork')))"),
     # ----- checkpoints -----------------------------------------------------------------------------------------
     K("state-dict-mismatch", r"Error\(s\) in loading state_dict for",
       "The checkpoint's keys or shapes differ from the model's: a `module.` prefix saved from "
@@ -520,7 +523,7 @@ _SPECIFICS = [
     (re.compile(r"torch\.Size\(\[[^\]]*\]\)"), "*"),
     (re.compile(r"0x[0-9a-fA-F]+"), "*"),
     (re.compile(r"\b\d+(?:\.\d+)?\s*(?:[KMGTP]i?B|bytes)\b"), "*"),
-    (re.compile(r"\b(cuda|cpu|xpu|mps|npu):\d+\b"), r"\1"),
+    (re.compile(r"\b(?:cuda|xpu|mps|npu):\d+\b"), "*"),  # the user's device
     (re.compile(r"\b\d+(?:\s*x\s*\d+)+\b"), "*"),  # 64x784
     (re.compile(r"\b(?!(?:torch|nn|np|numpy|F|Tensor|e\.g|i\.e)\.)[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+\b(?!\()"), "*"),
     (re.compile(r"(?<![\w.])(?!(?:torch|nn|np|numpy|F|Tensor)\.)[A-Za-z_]\w*\.(?=[a-z_]\w*\()"), ""),  # MyNet.forward()
