@@ -16,6 +16,13 @@ import torch
 from torch import nn
 
 from nndoctor.checks import check
+from nndoctor.checks.crash_advice import (
+    known_evidence,
+    known_fix,
+    likely_cause,
+    lower_first,
+    with_search,
+)
 from nndoctor.context import Context
 from nndoctor.data import describe, split_batch, tensors_in
 from nndoctor.probes.errors import ErrorInfo, classify, is_library_file, short_path
@@ -36,10 +43,10 @@ def one_training_step(ctx: Context) -> None:
     except Exception as exc:  # the user's data pipeline raised
         info = classify(exc, "data")
         ctx.run_error = exc
-        ctx.emit("RUN005", f"Reading the first training batch failed: {info.summary}{_likely_cause(info)}",
+        ctx.emit("RUN005", f"Reading the first training batch failed: {info.summary}{likely_cause(info)}",
                  location=info.source or "train_data", evidence={"phase": "data", "error": info.summary,
-                                                                 **_known_evidence(info)},
-                 suggestions=_with_search(info, _known_fix(info) + [
+                                                                 **known_evidence(info)},
+                 suggestions=with_search(info, known_fix(info) + [
                      "Iterate your DataLoader once by hand (`next(iter(loader))`) to see the error."]))
         return
     model = ctx.fresh_model()
@@ -96,9 +103,9 @@ def _build_optimizer(ctx: Context, model: nn.Module) -> torch.optim.Optimizer | 
         ctx.run_error = exc
         hint = ("All parameters may be frozen (requires_grad=False) or the model has none."
                 if "empty parameter list" in str(exc) else "Check how the optimizer is built.")
-        ctx.emit("RUN005", f"Building the optimizer failed: {info.summary}{_likely_cause(info)}", location="optimizer",
-                 evidence={"phase": "optimizer", "error": info.summary, **_known_evidence(info)},
-                 suggestions=_with_search(info, [hint] + _known_fix(info)))
+        ctx.emit("RUN005", f"Building the optimizer failed: {info.summary}{likely_cause(info)}", location="optimizer",
+                 evidence={"phase": "optimizer", "error": info.summary, **known_evidence(info)},
+                 suggestions=with_search(info, [hint] + known_fix(info)))
         return None
 
 
@@ -120,7 +127,7 @@ def _report_crash(ctx: Context, info: ErrorInfo, trace: ModuleTrace, model: nn.M
     failing = trace.failing() if info.phase in ("forward", "step") else None
     location = trace.qualified(failing.path) if failing else _phase_location(ctx, info)
     chain = trace.chain(upto=failing)
-    evidence: dict[str, Any] = {"phase": info.phase, "error": info.summary, "chain": chain, **_known_evidence(info)}
+    evidence: dict[str, Any] = {"phase": info.phase, "error": info.summary, "chain": chain, **known_evidence(info)}
     if info.source:
         evidence["source"] = info.source
         evidence["source_line"] = info.source_line
@@ -152,7 +159,7 @@ def _report_crash(ctx: Context, info: ErrorInfo, trace: ModuleTrace, model: nn.M
     else:
         cause, fix, op_site = _explain_other(ctx, info, model, batch)
         if cause:
-            message += f" Likely cause: {_lower_first(cause)}"
+            message += f" Likely cause: {lower_first(cause)}"
         if op_site:
             evidence["forward_site"] = op_site
             message += f" The tensor was produced at {op_site}."
@@ -165,33 +172,7 @@ def _report_crash(ctx: Context, info: ErrorInfo, trace: ModuleTrace, model: nn.M
         message += " Shapes before it: " + "; ".join(chain[-4:]) + "."
     # The specialised explanations above come first; the catalogue's fix only where they had none to give
     ctx.emit(code, message, location=location, evidence=evidence,
-             suggestions=_with_search(info, suggestions or _known_fix(info)))
-
-
-def _known_evidence(info: ErrorInfo) -> dict[str, Any]:
-    evidence: dict[str, Any] = {"error_type": type(info.exc).__name__, "search_query": info.query}
-    if info.known is not None:
-        evidence["known_error"] = info.known.id
-    return evidence
-
-
-def _likely_cause(info: ErrorInfo) -> str:
-    return f" Likely cause: {_lower_first(info.known.cause)}" if info.known is not None else ""
-
-
-def _known_fix(info: ErrorInfo) -> list[str]:
-    return [info.known.fix] if info.known is not None else []
-
-
-def _with_search(info: ErrorInfo, suggestions: list[str]) -> list[str]:
-    """The suggestions, then the search query for the message as the last one."""
-    return [*suggestions, f"Search: {info.query}"] if info.query else list(suggestions)
-
-
-def _lower_first(sentence: str) -> str:
-    """"An in-place ..." -> "an in-place ..." after "Likely cause:"; acronyms ("NCCL, ...") stay."""
-    first = sentence.split(" ", 1)[0]
-    return sentence if sum(c.isupper() for c in first) > 1 else sentence[:1].lower() + sentence[1:]
+             suggestions=with_search(info, suggestions or known_fix(info)))
 
 
 def _phase_location(ctx: Context, info: ErrorInfo) -> str:
