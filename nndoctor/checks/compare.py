@@ -1,7 +1,7 @@
 """Step 4, "compare to known results": a model can train without errors and still be wrong.
 
-A copy is trained for a few epochs within the budget (with ``Setup(trained=True)`` the model is
-evaluated as given) and compared, on the same samples and metric, with simple baselines fitted on the
+The copy trained for a few epochs within the budget (checks/trained_copy.py; with ``Setup(trained=True)``
+the model as given) is compared, on the same samples and metric, with simple baselines fitted on the
 user's own data (CMP001), with itself on zeroed or shuffled inputs (CMP002), with the user's known
 results ranked by trust (CMP003), and layer by layer with a reference implementation (CMP004).
 Differences count only beyond a few standard errors of the evaluation set.
@@ -22,18 +22,16 @@ from nndoctor.context import Context
 from nndoctor.probes import scoring
 from nndoctor.probes.activations import RecordActivations
 from nndoctor.probes.baselines import Baseline, fit_baselines
-from nndoctor.probes.evaluate import Split, Training, comparison_split, predict, train_copy
+from nndoctor.checks.trained_copy import MIN_STEPS, STEP, Training, comparison_samples, trained_copy
+from nndoctor.probes.evaluate import Split, predict
 from nndoctor.reference import diff_models, divergence_findings
 from nndoctor.spec import SOURCES, KnownResult
 
-STEP = "4. Compare to known results"
 NOISE = 2.0  # standard errors a difference must exceed to count at all
 CLEAR = 3.0  # standard errors for "clearly"
 LINEAR_SHARE = 0.2  # a linear baseline "clearly beats" the model by at least this share of its own gain over majority
 FAR = 0.25  # a shortfall of this share of (known result - majority) is "far below"
 NEAR = 0.05
-MIN_STEPS, MAX_STEPS, EPOCHS = 200, 500, 8  # training plan of the copy, before the time cap
-TRAIN_SHARE, TRAIN_SECONDS = 0.25, 15.0  # the copy trains for at most this share of the budget left, and seconds
 
 
 @dataclass
@@ -51,6 +49,7 @@ class Comparison:
     features: str
     training: Training | None  # None: the model was evaluated as given (trained=True)
     user_metric: float | None
+    history: list[tuple[int, float]]  # (step, evaluation score) along the copy's training
 
     def score(self, pred: np.ndarray) -> float:
         return scoring.score(self.metric, pred, self.y_eval)
@@ -80,10 +79,10 @@ class Comparison:
     @property
     def still_improving(self) -> bool:
         """The copy's evaluation score rose clearly over the second half of its training."""
-        if self.training is None or len(self.training.history) < 2:
+        if self.training is None or len(self.history) < 2:
             return False
-        mid = self.training.history[(len(self.training.history) - 1) // 2][1]
-        return self.training.history[-1][1] - mid > NOISE * self.se(self.pred)
+        mid = self.history[(len(self.history) - 1) // 2][1]
+        return self.history[-1][1] - mid > NOISE * self.se(self.pred)
 
     @property
     def unsettled(self) -> str:
@@ -122,7 +121,7 @@ def _measure(ctx: Context) -> Comparison | str:
     kind = ctx.task.kind
     if kind not in ("classification", "binary", "multilabel", "regression"):
         return "the task could not be inferred; set Setup(task=...)"
-    split = comparison_split(ctx.train, ctx.val, seed=ctx.seed)
+    split = comparison_samples(ctx)
     if split is None:
         return "batches are not (inputs, targets) tensors that can be concatenated"
     y_train = scoring.target_labels(kind, split.train_targets)
@@ -131,27 +130,18 @@ def _measure(ctx: Context) -> Comparison | str:
         return "the targets are not one label or value per sample (e.g. per-token labels)"
     metric = scoring.primary_metric(kind, y_train)
 
-    def evaluate(model: nn.Module) -> float:
-        pred = _predict(ctx, kind, model, split.eval_inputs)[1]
-        return scoring.score(metric, pred, y_eval) if pred is not None else math.nan
-
-    model = ctx.fresh_model()
-    training = None
-    if not ctx.setup.trained:
-        try:
-            training = _train(ctx, model, split, evaluate)
-        except Exception as exc:  # the user's code failed on a later batch: other checks report crashes
-            return f"training a copy failed: {type(exc).__name__}: {str(exc)[:200]}"
-        if training.diverged_at:
-            return (f"the copy's training loss became NaN/Inf at step {training.diverged_at}; "
-                    "fix that first (see the NUM and OFB findings)")
+    trained = trained_copy(ctx)
+    if isinstance(trained, str):
+        return trained
+    model, training = trained.model, trained.training
     outputs, pred = _predict(ctx, kind, model, split.eval_inputs)
     if pred is None:
         return f"the model's outputs do not fit {kind} targets of shape {tuple(split.eval_targets.shape)}"
     ctx.progress(f"{STEP}: fitting baselines")
     baselines, features = fit_baselines(kind, split.train_inputs, y_train, split.eval_inputs, seed=ctx.seed)
-    result = Comparison(kind, metric, split, y_eval, model.eval(), outputs, pred, baselines, features, training,
-                        _user_metric(ctx, outputs, split.eval_targets))
+    history = [(step, _score(ctx, kind, metric, out, y_eval)) for step, out in training.checkpoints] if training else []
+    result = Comparison(kind, metric, split, y_eval, model, outputs, pred, baselines, features, training,
+                        _user_metric(ctx, outputs, split.eval_targets), history)
     ctx.extras["compare"] = _table(ctx, result)
     return result
 
@@ -164,14 +154,10 @@ def _predict(ctx: Context, kind: str, model: nn.Module, inputs: Any) -> tuple[to
     return outputs, scoring.predictions(kind, outputs, ctx.setup.loss_fn, D.batch_len(inputs))
 
 
-def _train(ctx: Context, model: nn.Module, split: Split, evaluate) -> Training:
-    batch_size = max(1, D.batch_len(D.split_batch(ctx.first_batch())[0]))
-    per_epoch = max(1, len(split.train_targets) // batch_size)
-    planned = int(min(MAX_STEPS, max(MIN_STEPS, EPOCHS * per_epoch)))
-    return train_copy(model, ctx.optimizer_for(model), ctx.train_step, split.train_inputs, split.train_targets,
-                      batch_size=batch_size, planned_steps=planned,
-                      seconds=min(TRAIN_SECONDS, TRAIN_SHARE * ctx.budget.remaining()), device=ctx.device,
-                      evaluate=evaluate, progress=lambda message: ctx.progress(f"{STEP}: {message}"), seed=ctx.seed)
+def _score(ctx: Context, kind: str, metric: str, outputs: torch.Tensor | None, y_eval: np.ndarray) -> float:
+    """The score of outputs kept at a checkpoint of the copy's training (NaN when they do not fit)."""
+    pred = scoring.predictions(kind, outputs, ctx.setup.loss_fn, len(y_eval)) if outputs is not None else None
+    return scoring.score(metric, pred, y_eval) if pred is not None else math.nan
 
 
 def _user_metric(ctx: Context, outputs: torch.Tensor, targets: torch.Tensor) -> float | None:
@@ -210,7 +196,7 @@ def _table(ctx: Context, cmp: Comparison) -> dict[str, Any]:
     if cmp.user_metric is not None:
         table["user_metric"] = cmp.user_metric
     if cmp.training is not None:
-        table["learning_curve"] = cmp.training.history
+        table["learning_curve"] = cmp.history
     return table
 
 

@@ -1,15 +1,13 @@
-"""The samples a comparison uses, a copy trained for a few epochs within a time budget, and a model's
-outputs on given inputs.
+"""The samples a comparison uses and a model's outputs on given inputs.
 
-Only measures: which samples train and evaluate, the training record (steps, epochs, seconds, whether
-the budget cut it short, the evaluation score along the way) and outputs. No verdicts here.
+Only measures: which samples train and evaluate (the trained copy of checks/trained_copy.py and the
+baselines use the same ones) and outputs. No verdicts here.
 """
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -88,68 +86,3 @@ def predict(model: nn.Module, inputs: Any, device: torch.device, batch_size: int
     finally:
         model.train(was_training)
     return torch.cat(parts) if parts else None
-
-
-@dataclass
-class Training:
-    planned_steps: int
-    steps: int = 0
-    epochs: float = 0.0
-    seconds: float = 0.0
-    truncated: bool = False  # the time budget ended training before the planned steps
-    diverged_at: int | None = None  # the step whose loss was NaN or Inf
-    history: list[tuple[int, float]] = field(default_factory=list)  # (step, evaluation score)
-
-
-def train_copy(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    train_step: Callable[[nn.Module, torch.optim.Optimizer, Any], float],
-    inputs: Any,
-    targets: torch.Tensor,
-    *,
-    batch_size: int,
-    planned_steps: int,
-    seconds: float,
-    device: torch.device,
-    evaluate: Callable[[nn.Module], float] | None = None,
-    progress: Callable[[str], None] | None = None,
-    checkpoints: int = 4,
-    seed: int = 0,
-) -> Training:
-    """Train ``model`` (a copy) on reshuffled batches for ``planned_steps`` or ``seconds``, whichever
-    ends first; ``evaluate`` is called at ``checkpoints`` evenly spaced steps (and at the end)."""
-    n = len(targets)
-    batch_size = min(batch_size, n)
-    per_epoch = n // batch_size  # the last partial batch is dropped: batch-norm cannot train on one sample
-    total_epochs = math.ceil(planned_steps / per_epoch)
-    marks = {round(planned_steps * (k + 1) / checkpoints) for k in range(checkpoints)}
-    record = Training(planned_steps)
-    g = torch.Generator().manual_seed(seed)
-    start = time.monotonic()
-    model.train()
-    while record.steps < planned_steps:
-        if progress:
-            progress(f"training a copy, epoch {record.steps // per_epoch + 1}/{total_epochs}")
-        order = torch.randperm(n, generator=g)
-        for first in range(0, per_epoch * batch_size, batch_size):
-            if record.steps >= planned_steps:
-                break
-            if time.monotonic() - start > seconds:
-                record.truncated = True
-                break
-            rows = order[first:first + batch_size]
-            loss = train_step(model, optimizer, D.to_device((D.index(inputs, rows), targets[rows]), device))
-            record.steps += 1
-            if not math.isfinite(loss):
-                record.diverged_at = record.steps
-                break
-            if evaluate is not None and record.steps in marks:
-                record.history.append((record.steps, evaluate(model)))
-        if record.truncated or record.diverged_at:
-            break
-    record.seconds = time.monotonic() - start
-    record.epochs = record.steps / per_epoch
-    if evaluate is not None and not record.diverged_at and (not record.history or record.history[-1][0] != record.steps):
-        record.history.append((record.steps, evaluate(model)))
-    return record
