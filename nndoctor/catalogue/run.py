@@ -119,7 +119,9 @@ activation checkpointing of the heaviest blocks, bf16/fp16 mixed precision, a li
         what="""
 The training step raised an error that is not about shapes, dtypes, devices or memory. nndoctor says
 in which phase it happened (forward, loss, backward, optimizer step), the module path, the line of
-your code, and the most common cause of that kind of error.
+your code, and the most common cause of that kind of error, from a catalogue of common PyTorch error
+messages (`nndoctor codes --errors`); every crash finding ends with a search query for the message
+with your own numbers and names removed (`evidence.search_query`; `evidence.known_error` names the entry).
 """,
         why="The step cannot run.",
         example="""
