@@ -248,6 +248,26 @@ def test_specialised_messages_keep_their_fix_first_and_add_the_query():
     assert f.suggestions[-1] == 'Search: "mat1 and mat2 shapes cannot be multiplied" pytorch'
 
 
+@pytest.mark.parametrize("as_float", [True, False], ids=["planted", "clean-twin"])
+def test_a_message_the_classifier_misses_takes_its_kind_from_the_catalogue(as_float):
+    """PyTorch 2.x says "expected target dtype to be Long" for float class indices: a dtype error (RUN002)."""
+    x, y = data()
+    found = run_findings(Setup(model=nn.Linear(8, 3), train_data=(x, y.float() if as_float else y),
+                               loss_fn=nn.CrossEntropyLoss()))
+    if not as_float:
+        assert found == []
+        return
+    (f,) = found
+    assert f.code == "RUN002" and f.location == "loss_fn"
+    assert f.evidence["known_error"] == "class-index-dtype"
+    assert any("y.long()" in s for s in f.suggestions)
+
+
+def test_kinds_name_entries_and_codes():
+    assert set(crashes.KIND_OF) <= set(crashes.BY_ID)
+    assert set(crashes.KIND_OF.values()) <= {"shape", "dtype", "device", "memory"}
+
+
 def test_classify_carries_entry_and_query_for_a_wrapped_error():
     """A framework's error raised from PyTorch's is looked up by its cause."""
     try:

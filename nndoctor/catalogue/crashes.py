@@ -498,6 +498,19 @@ ERRORS: list[KnownError] = [
 
 BY_ID: dict[str, KnownError] = {e.id: e for e in ERRORS}
 
+# The kind of crash (and so the RUN code: shape RUN001, dtype RUN002, device RUN003, memory RUN004) of entries whose
+# message the classifier's own patterns may not recognise (wording differs between PyTorch versions); others: RUN005.
+KIND_OF: dict[str, str] = {
+    **dict.fromkeys(["mat1-mat2-shapes", "view-invalid-shape", "conv-wrong-channels", "conv-input-dims",
+                     "kernel-larger-than-input", "norm-wrong-features", "broadcast-size-mismatch", "bce-target-size",
+                     "loss-batch-size", "multi-target", "dim-out-of-range", "rnn-input-size", "rnn-hidden-size",
+                     "cat-sizes", "stack-unequal-size", "expand-size"], "shape"),
+    **dict.fromkeys(["class-index-dtype", "class-probabilities-dtype", "float-loss-integer-targets", "float-indices",
+                     "input-weight-dtype", "integer-input-to-float-op"], "dtype"),
+    "different-devices": "device",
+    "out-of-memory": "memory",
+}
+
 
 def match(message: str) -> KnownError | None:
     """The first catalogue entry whose pattern occurs in ``message``, or None."""

@@ -76,6 +76,8 @@ def classify(exc: BaseException, phase: str) -> ErrorInfo:
         kind = "other"
     source, line = user_frame(exc)
     known, query = known_error(exc)
+    if kind == "other" and known is not None:  # e.g. 2.x's "expected target dtype to be Long" is a dtype error
+        kind = crashes.KIND_OF.get(known.id, kind)
     return ErrorInfo(kind, phase, exc, source, line, known, query)
 
 
