@@ -62,7 +62,7 @@ def overfit_one_batch(ctx: Context) -> None:
 def _overfits(ctx: Context, exp: Experiment) -> None:
     base = exp.baseline
     sweep = lr_range(exp)
-    message = (f"The model overfits one batch of {exp.samples} samples: {goal_words(exp)} after "
+    message = (f"The model overfits {exp.batch_words}: {goal_words(exp)} after "
                f"{base.converged_at} steps ({loss_words(base, base.converged_at)}).")
     evidence = run_evidence(exp)
     if sweep is not None:
@@ -119,7 +119,7 @@ def _goes_up(ctx: Context, exp: Experiment, shape: curve.Shape) -> bool:
                        "Use a positive learning rate." if negative else
                        "A hand-written update must subtract the gradient: `p -= lr * p.grad`."]
     steps = exp.baseline_steps
-    message = (f"While overfitting one batch of {exp.samples} samples, {measured} rises: "
+    message = (f"While overfitting {exp.batch_words}, {measured} rises: "
                f"{series_words(base.measure[:steps])} in {steps} steps ({error_words(base, steps)}). Cause: {cause}. "
                f"Confirmed from the start weights: one optimizer step changes {measured} by "
                f"{signed(d.task_change if d.task_change is not None else d.loss_change)}")
@@ -136,7 +136,7 @@ def _non_finite_from_the_start(ctx: Context, exp: Experiment) -> None:
     """OFB002 without a learning rate to blame: the first loss, before any update, is already NaN/Inf."""
     base = exp.baseline
     causes = sorted({f.code for f in ctx.findings if f.code in ("DAT001", "DAT002") or f.code.startswith("NUM")})
-    message = (f"While overfitting one batch of {exp.samples} samples, the loss is {num(base.loss[0])} at the first "
+    message = (f"While overfitting {exp.batch_words}, the loss is {num(base.loss[0])} at the first "
                "step, before any update: no learning rate can help; the data or the forward pass produce it.")
     if causes:
         message += f" Found: {', '.join(causes)}."
@@ -158,7 +158,7 @@ def _too_fast(ctx: Context, exp: Experiment, shape: curve.Shape, code: str) -> N
         what = (f"oscillates: it fell and climbed back by {shape.rebound:.0%} of its start, ending at "
                 f"{num(shape.end)} (from {num(shape.start)})")
     measured = "the task loss" if base.meter is not None else "the loss"
-    message = f"While overfitting one batch of {exp.samples} samples, {measured} {what} within {steps} steps."
+    message = f"While overfitting {exp.batch_words}, {measured} {what} within {steps} steps."
     evidence = run_evidence(exp)
     suggestions: list[str] = []
     sweep = lr_range(exp)
@@ -225,7 +225,7 @@ def _stalls(ctx: Context, exp: Experiment, shape: curve.Shape) -> None:
     measured = "the task loss" if base.meter is not None else "the loss"
     words = (f"plateaus at {num(shape.end)} (from {num(shape.start)})" if plateau
              else f"is still falling slowly ({num(shape.start)} to {num(shape.end)})")
-    message = f"The model does not overfit one batch of {exp.samples} samples: after {steps} steps {measured} {words}"
+    message = f"The model does not overfit {exp.batch_words}: after {steps} steps {measured} {words}"
     message += f"; {error_words(base, steps)}." if base.meter is not None else "."
     evidence = run_evidence(exp)
     sweep = lr_range(exp)

@@ -50,11 +50,18 @@ class Experiment:
     sweep: Any = "not run"  # the LrRange once run (checks/lr_range.py); None: it cannot run
     runs: dict[str, OneBatch] = field(default_factory=dict)  # variant label -> its run, shared by the checks
     lower_rates_tried: list[int] = field(default_factory=list)  # exponents tried to tame an unstable run
+    batch_size: int = 0  # samples in the user's first batch, of which the fixed batch keeps ``samples``
+
+    @property
+    def batch_words(self) -> str:
+        """'one batch of 64 samples', saying so when the user's batch was cut to a sub-batch."""
+        cut = f" (the first {self.samples} of a batch of {self.batch_size})" if self.batch_size > self.samples else ""
+        return f"one batch of {self.samples} samples{cut}"
 
     def trainer(self, variant: Variant, **options: Any) -> OneBatch:
         """A fresh copy in training for ``variant``."""
         return OneBatch(self.ctx, self.batch, variant, kind=self.kind, error_ok=error_ok(self.kind),
-                       loss_ok=LOSS_OK, seed=self.ctx.seed, **options)
+                        loss_ok=LOSS_OK, seed=self.ctx.seed, **options)
 
     def shared(self, variant: Variant, **options: Any) -> OneBatch:
         """The run of ``variant`` (by label) that every check continues, created on first use."""
@@ -102,7 +109,7 @@ def experiment(ctx: Context) -> Experiment:
 
 def _start(ctx: Context) -> Experiment | str:
     batch = ctx.first_batch()
-    samples = D.batch_len(batch)
+    samples = batch_size = D.batch_len(batch)
     if samples > MAX_SAMPLES:
         try:
             batch = D.index(batch, slice(0, MAX_SAMPLES))
@@ -113,18 +120,18 @@ def _start(ctx: Context) -> Experiment | str:
     now = time.monotonic()
     kind = ctx.task.kind
     baseline = OneBatch(ctx, batch, Variant(label="as given"), kind=kind, error_ok=error_ok(kind), loss_ok=LOSS_OK,
-                       record_grads=True, seed=ctx.seed)
-    ctx.progress(f"{STEP}: training a copy on one batch of {samples} samples")
+                        record_grads=True, seed=ctx.seed)
+    ctx.progress(f"{STEP}: training a copy on one batch of {samples} samples"
+                 + (f" (of {batch_size}: a sub-batch shows the same bugs, faster)" if batch_size > samples else ""))
     baseline.advance(MAX_STEPS, now + BASELINE_SHARE * share)
     if baseline.steps == 0:
         return f"the single-batch run failed at its first step: {baseline.failure or 'no time left'}"
     grads, baseline.stats = baseline.stats, None  # later extensions of the baseline are not measured
-    exp = Experiment(ctx, batch, samples, kind, now + share, baseline, baseline.steps, grads)
+    exp = Experiment(ctx, batch, samples, kind, now + share, baseline, baseline.steps, grads, batch_size=batch_size)
     exp.runs[baseline.variant.label] = baseline
     exp.keep_curve("baseline (as given)", baseline)
     ctx.extras["overfit"] = {"ylabel": "loss (as optimised)", "curves": exp.curves, "samples": samples}
     return exp
-
 
 
 # ----- words and evidence -----------------------------------------------------------------------------
@@ -133,7 +140,7 @@ def run_evidence(exp: Experiment) -> dict[str, Any]:
     steps = exp.baseline_steps
     curve_steps, values = curve.downsample(base.loss[:steps], DOWNSAMPLE)
     evidence: dict[str, Any] = {
-        "samples": exp.samples, "steps": steps, "seconds": round(base.seconds, 3), "lr": base.lr,
+        "samples": exp.samples, "batch_size": exp.batch_size, "steps": steps, "seconds": round(base.seconds, 3), "lr": base.lr,
         "goal": goal_words(exp), "converged_at": base.converged_at,
         "loss": span(base.loss[:steps]), "curve": values, "curve_steps": curve_steps,
         "shape": curve.describe(base.measure[:steps]).as_evidence(),
