@@ -1,4 +1,5 @@
-"""The crash catalogue (catalogue/crashes.py): every entry reproduced, its search query, and RUN findings that quote it."""
+"""The crash catalogue (catalogue/crashes.py): every entry reproduced, its search query, and the RUN findings
+that quote it."""
 from __future__ import annotations
 
 import multiprocessing
@@ -98,7 +99,8 @@ QUERIES = [
      '"mat1 and mat2 shapes cannot be multiplied" pytorch'),
     ("RuntimeError", "The size of tensor a (10) must match the size of tensor b (64) at non-singleton dimension 1",
      '"The size of tensor a * must match the size of tensor b * at non-singleton dimension" pytorch'),
-    ("RuntimeError", "shape '[64, 10]' is invalid for input of size 1000", '"shape * is invalid for input of size" pytorch'),
+    ("RuntimeError", "shape '[64, 10]' is invalid for input of size 1000",
+     '"shape * is invalid for input of size" pytorch'),
     ("OutOfMemoryError", "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.78 GiB total capacity)",
      '"CUDA out of memory" pytorch'),
     ("RuntimeError", "size mismatch for fc.weight: copying a param with shape torch.Size([10, 512]) from checkpoint, "

@@ -242,7 +242,8 @@ ERRORS: list[KnownError] = [
       "of different sizes or sequences of different lengths.",
       "Resize or crop images to one size in the dataset's transform; pad sequences in a `collate_fn` "
       "(`nn.utils.rnn.pad_sequence`).",
-      "from torch.utils.data import default_collate\ndefault_collate([torch.randn(3, 32, 32), torch.randn(3, 28, 28)])"),
+      "from torch.utils.data import default_collate\n"
+      "default_collate([torch.randn(3, 32, 32), torch.randn(3, 28, 28)])"),
     K("expand-size", r"The expanded size of the tensor \(\d+\) must match the existing size",
       "`expand`/`expand_as` (or an assignment that broadcasts) was asked to grow a dimension that is not of size 1.",
       "Expand only size-1 dimensions (`unsqueeze` first), or use `repeat` to copy data along a dimension.",
