@@ -270,3 +270,16 @@ def test_an_optimizer_built_for_another_model_is_rebuilt_and_verified():
     report = run_checked(_optimizer_for_another_model(fixed=False), select=["GRD"])
     finding = report.by_code("GRD002")[0]
     assert finding.evidence["verified_fix"]["verified"] and "Verified on a copy" in finding.message
+
+
+# ----- a large batch -------------------------------------------------------------------------------------
+def test_a_large_batch_is_overfit_on_a_sub_batch_and_the_message_says_so():
+    torch.manual_seed(0)
+    train, _ = digits()
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    setup = nndoctor.Setup(model=model, train_data=train, loss_fn=nn.CrossEntropyLoss(), batch_size=256,
+                           optimizer=lambda p: torch.optim.Adam(p, lr=1e-2))
+    report = run_checked(setup, select=["OFB000"])
+    found = report.by_code("OFB000")[0]
+    assert found.evidence["samples"] == 64 and found.evidence["batch_size"] == 256
+    assert "one batch of 64 samples (the first 64 of a batch of 256)" in found.message
