@@ -6,8 +6,7 @@ import importlib.util
 import inspect
 import os
 import sys
-from contextlib import contextmanager
-from typing import Any, Iterator, NoReturn
+from typing import Any, NoReturn
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -115,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 # ----- check ---------------------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
     from nndoctor.playbook import DEFAULT_BUDGET, check
+    from nndoctor.report.console import emit_report, progress_display
     from nndoctor.spec import SetupError, parse_size
 
     _resolve_filters(args)
@@ -132,26 +132,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         except SetupError as exc:
             raise UsageError(str(exc)) from None
     return emit_report(report, args.json, args.html, title=f"nndoctor check {args.target}")
-
-
-def emit_report(report: Any, json_path: str | None, html_path: str | None, title: str) -> int:
-    from nndoctor.report.terminal import print_report
-
-    print_report(report, title=title)
-    report.meta.setdefault("title", title)  # names what was checked in the JSON and HTML
-    _write(json_path, report.to_json)
-    _write(html_path, report.to_html)
-    for label, path in (("JSON", json_path), ("HTML", html_path)):
-        if path:
-            print(f"{label} report written to {path}")
-    return report.exit_code
-
-
-def _write(path: str | None, render: Any) -> None:
-    if not path:
-        return
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(render())
 
 
 def _check_writable(*paths: str | None) -> None:
@@ -230,26 +210,13 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else ""
 
 
-@contextmanager
-def progress_display() -> Iterator[Any]:
-    """A one-line spinner on stderr while experiments run (only on a terminal, so logs stay clean)."""
-    if not sys.stderr.isatty():
-        yield lambda message: None
-        return
-    from rich.console import Console
-
-    console = Console(file=sys.stderr)
-    with console.status("nndoctor: starting") as status:
-        yield lambda message: status.update(f"nndoctor: {message}")
-
-
 # ----- run, demo, codes ----------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     select, ignore = _resolve_filters(args)
     _check_writable(args.json, args.html)
     if not os.path.isfile(args.script):
         raise UsageError(f"script not found: {args.script}")
-    from nndoctor.runner import run_script
+    from nndoctor.live.runner import run_script
 
     return run_script(args.script, args.args, max_steps=args.max_steps, json_path=args.json, html_path=args.html,
                       select=select, ignore=ignore)

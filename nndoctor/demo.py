@@ -63,7 +63,7 @@ def clean_setup() -> Setup:
 
 
 def run_demo(html_path: str | None = None, json_path: str | None = None) -> int:
-    from nndoctor.cli import emit_report, progress_display
+    from nndoctor.report.console import emit_report, progress_display
     from nndoctor.playbook import check
 
     print("nndoctor demo: an MLP on scikit-learn's digits (1797 8x8 images, 10 classes) with two planted bugs:")

@@ -13,7 +13,8 @@ from nndoctor.budget import Budget, BudgetExceeded, hard_deadline
 from nndoctor.catalogue import Severity
 from nndoctor.checks import SkipCheck, all_checks
 from nndoctor.context import Context
-from nndoctor.findings import CheckRecord, Report
+from nndoctor.findings import CheckRecord
+from nndoctor.report.model import Report
 from nndoctor.sandbox import Snapshot, fingerprint, fingerprint_diff, preserved_rng, seed_all
 from nndoctor.spec import Setup, SetupError
 

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from nndoctor.data import call_model, to_device
-from nndoctor.findings import CheckRecord, Finding, Report
+from nndoctor.findings import CheckRecord, Finding
+from nndoctor.report.model import Report
 from nndoctor.probes.activations import Activation, RecordActivations
 from nndoctor.sandbox import copy_model, preserved_rng, seed_all
 from nndoctor.spec import SetupError

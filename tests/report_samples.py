@@ -6,7 +6,8 @@ from functools import lru_cache
 
 from helpers import run_checked
 
-from nndoctor.findings import CheckRecord, Finding, Report
+from nndoctor.findings import CheckRecord, Finding
+from nndoctor.report import Report
 
 XSS = "<script>alert(1)</script>"
 LONG_PATH = "model." + ".".join(f"encoder_block_{i}" for i in range(12)) + ".attention.out_proj"

@@ -14,7 +14,8 @@ import pytest
 from helpers import validate
 from report_samples import LONG_PATH, XSS, curve, demo_report, hostile_report, synthetic_report
 
-from nndoctor.findings import CheckRecord, Finding, Report
+from nndoctor.findings import CheckRecord, Finding
+from nndoctor.report import Report
 from nndoctor.report import plots
 from nndoctor.report.terminal import make_console, print_report, render_text
 

@@ -37,12 +37,15 @@ import json
 import math
 import re
 import warnings
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from nndoctor import catalogue
 from nndoctor._version import __version__
 from nndoctor.catalogue import Severity
-from nndoctor.findings import CheckRecord, Finding, Report
+from nndoctor.findings import CheckRecord, Finding
+
+if TYPE_CHECKING:  # a view takes a Report; model.py imports the views, never the other way
+    from nndoctor.report.model import Report
 from nndoctor.report import plots
 from nndoctor.report.terminal import step_counts
 
@@ -72,6 +75,13 @@ def render(report: Report, title: str | None = None) -> str:
         + "\n".join(part for part in body if part)
         + "\n</main></body></html>\n"
     )
+
+
+def render_frame(report: Report, title: str | None = None, height: str = "44rem") -> str:
+    """The page inside an iframe, for a notebook output: the page's styles (``body``, ``main``,
+    ``:root``) stay out of the notebook's, and ``sandbox`` keeps any script from running there."""
+    return (f'<iframe srcdoc="{esc(render(report, title))}" sandbox="" title="nndoctor report" '
+            f'style="width:100%;height:{height};border:1px solid #e4e7ec;border-radius:8px"></iframe>')
 
 
 # ----- text ----------------------------------------------------------------------------------------

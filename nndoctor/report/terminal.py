@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import io
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console
 from rich.text import Text
 
 from nndoctor import catalogue
 from nndoctor.catalogue import Severity
-from nndoctor.findings import CheckRecord, Finding, Report
+from nndoctor.findings import CheckRecord, Finding
+
+if TYPE_CHECKING:  # a view takes a Report; model.py imports the views, never the other way
+    from nndoctor.report.model import Report
 
 MAX_WIDTH = 100
 LABEL_WIDTH = 9  # "WARNING" and two spaces: finding bodies align under the code
