@@ -129,7 +129,6 @@ def _measure(ctx: Context) -> Comparison | str:
     if y_train is None or y_eval is None or len(y_eval) < 2:
         return "the targets are not one label or value per sample (e.g. per-token labels)"
     metric = scoring.primary_metric(kind, y_train)
-
     trained = trained_copy(ctx)
     if isinstance(trained, str):
         return trained
@@ -139,7 +138,8 @@ def _measure(ctx: Context) -> Comparison | str:
         return f"the model's outputs do not fit {kind} targets of shape {tuple(split.eval_targets.shape)}"
     ctx.progress(f"{STEP}: fitting baselines")
     baselines, features = fit_baselines(kind, split.train_inputs, y_train, split.eval_inputs, seed=ctx.seed)
-    history = [(step, _score(ctx, kind, metric, out, y_eval)) for step, out in training.checkpoints] if training else []
+    curve = [(step, _predictions(ctx, kind, out, len(y_eval))) for step, out in training.checkpoints] if training else []
+    history = [(step, scoring.score(metric, p, y_eval) if p is not None else math.nan) for step, p in curve]
     result = Comparison(kind, metric, split, y_eval, model, outputs, pred, baselines, features, training,
                         _user_metric(ctx, outputs, split.eval_targets), history)
     ctx.extras["compare"] = _table(ctx, result)
@@ -149,15 +149,11 @@ def _measure(ctx: Context) -> Comparison | str:
 def _predict(ctx: Context, kind: str, model: nn.Module, inputs: Any) -> tuple[torch.Tensor | None, np.ndarray | None]:
     """The model's per-sample outputs on ``inputs`` and those outputs as predictions (None when they do not fit)."""
     outputs = predict(model, inputs, ctx.device)
-    if outputs is None:
-        return None, None
-    return outputs, scoring.predictions(kind, outputs, ctx.setup.loss_fn, D.batch_len(inputs))
+    return outputs, _predictions(ctx, kind, outputs, D.batch_len(inputs))
 
 
-def _score(ctx: Context, kind: str, metric: str, outputs: torch.Tensor | None, y_eval: np.ndarray) -> float:
-    """The score of outputs kept at a checkpoint of the copy's training (NaN when they do not fit)."""
-    pred = scoring.predictions(kind, outputs, ctx.setup.loss_fn, len(y_eval)) if outputs is not None else None
-    return scoring.score(metric, pred, y_eval) if pred is not None else math.nan
+def _predictions(ctx: Context, kind: str, outputs: torch.Tensor | None, n: int) -> np.ndarray | None:
+    return scoring.predictions(kind, outputs, ctx.setup.loss_fn, n) if outputs is not None else None
 
 
 def _user_metric(ctx: Context, outputs: torch.Tensor, targets: torch.Tensor) -> float | None:
