@@ -14,6 +14,7 @@ from nndoctor.catalogue import Severity
 from nndoctor.checks import SkipCheck, all_checks
 from nndoctor.context import Context
 from nndoctor.findings import CheckRecord
+from nndoctor.report.console import progress_display
 from nndoctor.report.model import Report
 from nndoctor.sandbox import Snapshot, fingerprint, fingerprint_diff, preserved_rng, seed_all
 from nndoctor.spec import Setup, SetupError
@@ -29,12 +30,13 @@ def check(
     select: str | list[str] | None = None,
     ignore: str | list[str] | None = None,
     memory: int | str | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | bool | None = None,
 ) -> Report:
     """Run the whole playbook on copies of ``setup`` and return the Report.
 
     ``select``/``ignore`` take codes, family prefixes or names. The user's objects and the global
-    RNG states are left exactly as they were.
+    RNG states are left exactly as they were. ``progress``: None (default) shows it in a notebook or
+    on a terminal, True always, False never; a callable receives each message instead.
     """
     if not isinstance(setup, Setup):
         raise SetupError(f"nndoctor.check expects a Setup, got {type(setup).__name__}")
@@ -53,7 +55,7 @@ def check(
     records: list[CheckRecord] = []
     interrupted = False
     grad_mode = torch.is_grad_enabled()
-    with preserved_rng():
+    with preserved_rng(), progress_display(progress) as progress:
         ctx = Context(setup, seed=seed, budget=Budget(budget), progress=progress, memory_budget=memory_budget)
         for spec in all_checks():
             wanted = set(spec.codes)

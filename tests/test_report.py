@@ -280,3 +280,37 @@ def test_real_report_of_the_demo_in_all_three_views():
     page = report.to_html()
     for f in report.errors + report.warnings:
         assert f'data-code="{f.code}"' in page
+
+
+# ----- the REPL and notebooks (tests/test_notebook.py runs a real kernel) ----------------------------
+def test_print_shows_the_terminal_text_and_repr_stays_short():
+    report = synthetic_report()
+    assert str(report) == render_text(report) and "\x1b[" not in str(report)
+    assert repr(report).startswith("Report(") and "\n" not in repr(report)
+
+
+def test_repr_html_is_the_page_in_a_sandboxed_frame():
+    import html as html_lib
+
+    report = hostile_report()
+    frame = report._repr_html_()
+    page = re.fullmatch(r'<iframe srcdoc="([^"]*)" sandbox="" [^>]*></iframe>', frame).group(1)
+    page = html_lib.unescape(page)  # the whole page, its styles and CSP inside the frame
+    assert page.startswith("<!doctype html>") and "Content-Security-Policy" in page and "<style>" in page
+    assert all(f.code in page for f in report.findings)
+    assert "<script" not in frame.lower() and XSS not in frame
+
+
+def test_progress_display_shows_nothing_in_logs_unless_asked(capsys):
+    from nndoctor.report.console import progress_display
+
+    messages: list[str] = []
+    with progress_display(messages.append) as progress:  # a callable is the caller's own display
+        assert progress == messages.append
+    for show in (None, False):  # pytest's stderr is no terminal, and there is no notebook here
+        with progress_display(show) as progress:
+            progress("step 1")
+    assert capsys.readouterr().err == ""
+    with progress_display(True) as progress:
+        progress("step 1")
+    assert capsys.readouterr().err == "nndoctor: step 1\n"

@@ -172,6 +172,8 @@ def _wrap(console: Console, prefix: Text | str, body: Text) -> None:
 def render_text(report: Report, width: int = MAX_WIDTH) -> str:
     """The terminal report as plain text (no colour), e.g. for logs and tests."""
     buf = io.StringIO()
-    console = Console(file=buf, width=width, no_color=True, color_system=None, highlight=False)
+    # force_jupyter=False: in a notebook rich would send the text to the cell output, not to `buf`
+    console = Console(file=buf, width=width, no_color=True, color_system=None, highlight=False,
+                      force_jupyter=False)
     print_report(report, console)
     return buf.getvalue()
