@@ -126,4 +126,102 @@ for x, y in loader:
         fix="Call `optimizer.zero_grad()` once per step, before `backward()` (or after `step()`).",
         ignore="When you accumulate on purpose over a fixed number of micro-batches and zero after each step.",
     ),
+    Code(
+        code="GRD006",
+        name="gradients-zeroed-before-step",
+        severity=E,
+        summary="zero_grad() runs between backward() and step(): the step applies no gradient.",
+        what="""
+In a live training loop, `backward()` computed gradients for the optimizer's parameters, then
+`optimizer.zero_grad()` (or `model.zero_grad()`) erased them, and only then did `optimizer.step()` run,
+in most steps. nndoctor records the order of backward, zero_grad and step per optimizer (the
+backward counts when it reached the optimizer's parameters) and names the line of the zero_grad.
+""",
+        why="Every step sees gradients that are None (or zero): the model never learns, whatever the learning rate.",
+        example="""
+loss.backward()
+optimizer.zero_grad()     # erases what backward just computed
+optimizer.step()
+""",
+        fix="Call `optimizer.zero_grad()` before `loss.backward()` (or right after `optimizer.step()`).",
+        ignore="Never in a training loop.",
+    ),
+    Code(
+        code="GRD007",
+        name="accumulation-reset",
+        severity=E,
+        summary="zero_grad() inside the gradient-accumulation loop: only the last micro-batch counts.",
+        what="""
+Several micro-batches ran `backward()` before each optimizer step, but a `zero_grad()` between them
+erased the gradients of the earlier ones before any step used them (the parameters had not changed
+and no step was tried since), in most steps. nndoctor gives the number of micro-batches and the line
+of the zero_grad. A zero_grad after gradients were used (by a step, a skipped GradScaler step, or an
+optimizer that changed the parameters, like SAM's first step) is not counted.
+""",
+        why="""
+The step sees one micro-batch's gradient instead of the accumulated one: the effective batch is k
+times smaller than intended and k-1 of every k backward passes are wasted compute.
+""",
+        example="""
+for i, (x, y) in enumerate(loader):
+    optimizer.zero_grad()                 # inside the micro-batch loop
+    (loss_fn(model(x), y) / accum).backward()
+    if (i + 1) % accum == 0:
+        optimizer.step()
+""",
+        fix="Zero the gradients once per optimizer step: call `optimizer.zero_grad()` right after `optimizer.step()`.",
+        ignore="Never when you meant to accumulate.",
+    ),
+    Code(
+        code="GRD008",
+        name="accumulation-not-averaged",
+        severity=W,
+        summary="Gradient accumulation sums the micro-batches' losses instead of averaging them.",
+        what="""
+Several micro-batches (each with its own forward pass) ran `backward()` into one optimizer step, and
+none of their losses was divided (or multiplied) by a constant before `backward()`: the step's
+gradient is the sum over k micro-batches, k times the mean. With SGD the update is k times larger
+(a warning quoting the effective learning rate); Adam-like optimizers divide the gradient's scale
+out, so there it is info.
+""",
+        why="""
+With SGD, the effective learning rate is k times the one you set; changing the number of micro-batches
+silently changes the learning rate.
+""",
+        example="""
+for i, (x, y) in enumerate(loader):
+    loss_fn(model(x), y).backward()       # not divided by accum
+    if (i + 1) % accum == 0:
+        optimizer.step(); optimizer.zero_grad()
+""",
+        fix="Divide each micro-batch's loss by the number of micro-batches: `(loss / accum).backward()`.",
+        ignore="When you sum on purpose and chose the learning rate for the summed gradient.",
+    ),
+    Code(
+        code="GRD009",
+        name="clipping-misplaced",
+        severity=E,
+        summary="Gradient clipping runs before backward(), or on gradients a GradScaler has not unscaled.",
+        what="""
+`clip_grad_norm_`/`clip_grad_value_` ran before the `backward()` of the step (between zero_grad and
+backward, or at the top of the loop): it clipped nothing of the gradients the step applied. Or, under
+a `GradScaler`, it ran after `scaler.scale(loss).backward()` without `scaler.unscale_(optimizer)`: the
+norm it compares with the threshold is the scaled one (tens of thousands of times too large), so
+every step is clipped far harder than intended. nndoctor measures the harm on this run (steps whose
+norm went over the threshold unclipped; how much more the scaled clip shrank the gradients); without
+measured harm the finding is info.
+""",
+        why="Clipping that never acts lets spikes through; clipping of scaled gradients shrinks every update.",
+        example="""
+optimizer.zero_grad()
+torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)   # no gradients yet
+loss.backward()
+optimizer.step()
+""",
+        fix="""
+Clip after `loss.backward()` and before `optimizer.step()`; with a GradScaler call
+`scaler.unscale_(optimizer)` first, then clip, then `scaler.step(optimizer)`.
+""",
+        ignore="Never: the clipping does not do what it says.",
+    ),
 ]

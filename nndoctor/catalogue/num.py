@@ -113,4 +113,52 @@ fc = nn.Linear(64, 64); nn.init.normal_(fc.weight, std=5.0)   # huge pre-activat
         fix="Use Xavier/Glorot initialisation, normalise inputs, add LayerNorm before the activation, or use ReLU/GELU.",
         ignore="For output layers whose targets really are at 0 or 1.",
     ),
+    Code(
+        code="NUM006",
+        name="low-precision-loss",
+        severity=Severity.WARNING,
+        summary="The loss passed to backward() is float16/bfloat16 (its reduction ran in low precision).",
+        what="""
+The scalar passed to `backward()` (or to `GradScaler.scale`) was float16 or bfloat16: the loss, or the
+sum/mean that makes it, was computed in low precision (a hand-written loss under `autocast`, a
+`.half()` model without casting the output). Under autocast, PyTorch's losses (cross_entropy,
+mse_loss) run in float32 by themselves; `mean`, `sum` of a product or a power written by hand do
+not. A warning when the low-precision loss overflowed to Inf/NaN on this run; info otherwise.
+""",
+        why="""
+float16 overflows above 65504 (a sum of squared errors does quickly) and both formats keep about 3
+significant digits: the loss, and the gradient that starts from it, lose what fp32 would keep.
+""",
+        example="""
+with torch.autocast("cuda", dtype=torch.float16):
+    out = model(x)
+    loss = ((out - y) ** 2).sum()        # float16
+""",
+        fix="Compute the loss in float32: `loss_fn(out.float(), y)`, or outside the autocast block.",
+        ignore="When the loss is small and well within range and you accept 3 digits (bfloat16 training).",
+    ),
+    Code(
+        code="NUM007",
+        name="amp-skipped-steps",
+        severity=Severity.WARNING,
+        summary="A GradScaler skipped most optimizer steps: its gradients held Inf/NaN.",
+        what="""
+`scaler.step(optimizer)` skips the step whenever the (scaled) gradients hold Inf or NaN and halves the
+scale at `update()`. A few skipped steps at the start are normal (the scale starts high and finds its
+level); here at least half of the steps (and at least 5) were skipped, so the scale collapsed and most
+steps changed nothing. nndoctor counts the skipped steps and reports the scale at the first step and
+at the end.
+""",
+        why="Skipped steps do not train: the run looks alive (losses are logged) while the model barely changes.",
+        example="""
+with torch.autocast("cuda", dtype=torch.float16):
+    loss = (model(x).exp()).mean()       # overflows in float16 every step
+scaler.scale(loss).backward(); scaler.step(optimizer); scaler.update()
+""",
+        fix="""
+Find what overflows in float16 (a loss or a sum computed in low precision, exp of large values, NaN
+in the data) and compute it in float32, or train in bfloat16 (no scaler needed).
+""",
+        ignore="Never when most steps are skipped.",
+    ),
 ]

@@ -1,0 +1,116 @@
+"""Mixed precision: the loss passed to backward (or to ``GradScaler.scale``) computed in float16/bfloat16, and
+the steps a GradScaler skipped because its gradients held Inf/NaN. Device-side counters only (no transfer on
+the hot path), read once at the end of the run."""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+
+from nndoctor.probes.errors import user_call_site
+from nndoctor.probes.watchers.base import Watcher, outside_nndoctor
+from nndoctor.probes.watchers.guarded import Patches
+
+LOW = (torch.float16, torch.bfloat16)
+
+
+class AmpWatcher(Watcher):
+    name = "mixed-precision"
+
+    def __init__(self, run) -> None:
+        super().__init__(run)
+        self._patches = Patches(lambda: self.broken or self.run.replaying, self._turn_off)
+        self.broken = False
+        self.low_losses = 0  # backward calls on a float16/bfloat16 loss
+        self.low_dtype = ""
+        self.low_site = ""
+        self._low_bad: torch.Tensor | None = None  # device count of non-finite low-precision losses
+        self._low_last: torch.Tensor | None = None
+        self.low_non_finite = 0
+        self.low_last = float("nan")
+        self._scaled_id: int | None = None  # scaler.scale's output: its input was judged already
+        self.scaler_steps = 0
+        self.scaler_site = ""
+        self._skipped: torch.Tensor | None = None  # device count of steps skipped for Inf/NaN gradients
+        self.skipped = 0
+        self.first_scale = float("nan")
+        self.last_scale = float("nan")
+        self._scaler: Any = None
+
+    def _turn_off(self) -> None:
+        self.broken = True
+
+    def start(self) -> None:
+        try:
+            from torch.amp.grad_scaler import GradScaler
+
+            self._patches.method(GradScaler, "scale", None, self._after_scale)
+            self._patches.method(GradScaler, "step", None, self._after_step)
+        except Exception:
+            self.stop()
+            self.broken = True
+
+    def stop(self) -> None:
+        self._patches.undo()
+
+    # ----- the loss -----------------------------------------------------------------------------------
+    def _loss(self, loss: torch.Tensor) -> None:
+        if loss.dtype not in LOW or loss.numel() != 1:
+            return
+        self.low_losses += 1
+        if not self.low_site:
+            self.low_dtype = str(loss.dtype).replace("torch.", "")
+            self.low_site = user_call_site(outside_nndoctor(sys._getframe(1)))[0]
+        bad = (~torch.isfinite(loss.detach())).sum()
+        self._low_bad = bad if self._low_bad is None else self._low_bad + bad
+        self._low_last = loss.detach()
+
+    def on_backward(self, loss: torch.Tensor) -> None:
+        if self.broken or self.run.replaying:
+            return
+        try:
+            if id(loss) != self._scaled_id:
+                self._loss(loss)
+            self._scaled_id = None
+        except Exception:
+            self.broken = True
+
+    def _after_scale(self, result: Any, scaler, outputs: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(outputs, torch.Tensor) and scaler.is_enabled():
+            self._scaled_id = id(result)
+            self._loss(outputs)
+
+    # ----- GradScaler -----------------------------------------------------------------------------------
+    def _after_step(self, result: Any, scaler, optimizer, *args: Any, **kwargs: Any) -> None:
+        if not scaler.is_enabled():
+            return
+        state = scaler._per_optimizer_states[id(optimizer)]
+        found = sum(v.to(scaler._scale.device).sum() for v in state["found_inf_per_device"].values())
+        if not isinstance(found, torch.Tensor):
+            return
+        found = (found > 0).to(torch.int32)  # this step was skipped
+        self.scaler_steps += 1
+        if self._scaler is None:
+            self._scaler = scaler
+            self.scaler_site = user_call_site(outside_nndoctor(sys._getframe(1)))[0]
+            self._first_scale = scaler._scale.detach().clone()
+        self._skipped = found if self._skipped is None else self._skipped + found
+
+    def on_run_end(self) -> None:
+        self.stop()
+        try:
+            if self._low_bad is not None:
+                self.low_non_finite, self.low_last = int(self._low_bad), float(self._low_last)
+            if self._skipped is not None:
+                self.skipped = int(self._skipped)
+                self.first_scale = float(self._first_scale)
+                self.last_scale = float(self._scaler._scale)
+        except Exception:
+            pass
+
+    def describe(self) -> str:
+        parts = [f"{self.low_losses} backward on a low-precision loss"]
+        if self.scaler_steps:
+            parts.append(f"GradScaler: {self.skipped} of {self.scaler_steps} steps skipped")
+        return "; ".join(parts)

@@ -1,0 +1,293 @@
+"""The order of each optimizer's gradient events: backward (one that reached its parameters), zero_grad
+(``Optimizer.zero_grad`` or ``Module.zero_grad`` over its parameters), gradient clipping, GradScaler's
+scale/unscale_ and the step. From the order alone:
+
+- zeroed before the step: backward ran, then a zero_grad, then the step (it applies no gradient);
+- accumulation reset: a zero_grad discarded gradients that no step used (the params did not change and no
+  step was tried since), then more backward before the step: only the last micro-batches count;
+- summed micro-batches: several backward (each after a fresh forward) add into one step and no loss was
+  divided (the loss's last op is not a division or a product by a constant);
+- clipping before the backward of the step (it clipped nothing of the step's gradients), or of gradients a
+  GradScaler has scaled and not unscaled (the threshold is compared with the scaled norm).
+
+A window runs from one optimizer step to the next, judged after the step (Lightning runs zero_grad and
+backward inside the step's closure). Per backward: two leaf hooks per optimizer; no host transfer. The
+patches call the originals with the same arguments (a generator of parameters is read into a list first)."""
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from nndoctor.probes.errors import user_call_site
+from nndoctor.probes.watchers.base import Watcher, outside_nndoctor
+from nndoctor.probes.watchers.guarded import Patches
+
+_SCALING_OPS = {"DivBackward0", "DivBackward1", "MulBackward0", "MulBackward1"}
+_CLIPS = (("clip_grad_norm_", "norm"), ("clip_grad_value_", "value"))
+
+
+def _site() -> str:
+    """The user's line that led here (nndoctor's and the libraries' frames skipped)."""
+    return user_call_site(outside_nndoctor(sys._getframe(1)))[0]
+
+
+class _Order:
+    """One optimizer's window (since its last step) and its counts over the run."""
+
+    def __init__(self, params: list[torch.Tensor]) -> None:
+        self.keys = {id(p) for p in (params[0], params[-1])}
+        self.first = params[0]
+        self.micro = 0  # backward calls whose gradients are in .grad now (since the last zero_grad over them)
+        self.unaveraged = 0  # of those, after a fresh forward, with a loss not divided by a constant
+        self.fresh = 0  # of those, after a fresh forward
+        self.since_zero = False  # a zero_grad over these parameters ran since the window began
+        self.pending_at: tuple[int, int] = (0, 0)  # (step attempts, params' version) at the first of ``micro``
+        self.window_backwards = 0
+        self.wiped = 0  # backward calls in this window whose gradients a zero_grad discarded unused
+        self.wipe_site = ""
+        self.zero_site = ""  # the zero_grad that came after the window's last backward
+        self.clip: dict[str, Any] | None = None  # the window's last clip call
+        self.backward_after_clip = False
+        self.last_bw = -1
+        self.steps = 0
+        # over the run
+        self.zeroed_steps: list[str] = []
+        self.reset_steps: list[tuple[int, str]] = []  # (micro-batches, site of the zero_grad)
+        self.summed_steps: list[tuple[int, str]] = []  # (micro-batches, backward site)
+        self.late_clips: list[dict[str, Any]] = []
+        self.scaled_clips: list[dict[str, Any]] = []
+        self.optimizer_type = ""
+        self.lr = 0.0
+
+    def covers(self, ids: set[int]) -> bool:
+        return bool(self.keys & ids)
+
+
+class StepOrderWatcher(Watcher):
+    name = "step-order"
+
+    def __init__(self, run) -> None:
+        super().__init__(run)
+        self.orders: dict[int, _Order] = {}
+        self._handles: list[Any] = []
+        self._patches = Patches(lambda: self.broken or self.run.replaying, self._turn_off)
+        self._bw = 0  # backward calls seen
+        self._bw_info: tuple[bool, bool, str] = (False, False, "")  # (fresh forward, loss scaled, site)
+        self._fresh = False
+        self._attempts = 0  # optimizer steps tried through a GradScaler (a skipped step still used the grads)
+        self._scaled: tuple[int, torch.Tensor] | None = None  # (id of scaler.scale's output, its input)
+        self._scalers: dict[int, dict[str, Any]] = {}  # id(scaler) -> {"scaled", "unscaled": set of optimizer ids}
+        self.broken = False
+        if run.optimizer is not None:
+            self._track(run.optimizer)
+
+    # ----- patches ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        try:
+            patch = self._patches.method
+            patch(torch.optim.Optimizer, "zero_grad", self._zero_optimizer)
+            patch(nn.Module, "zero_grad", self._zero_module)
+            for module in (torch.nn.utils, torch.nn.utils.clip_grad):
+                for name, kind in _CLIPS:
+                    if hasattr(module, name):
+                        self._patch_clip(module, name, kind)
+            from torch.amp.grad_scaler import GradScaler
+
+            patch(GradScaler, "scale", None, self._after_scale)
+            patch(GradScaler, "unscale_", self._unscale)
+            patch(GradScaler, "step", self._scaler_step)
+            patch(GradScaler, "update", self._scaler_update)
+        except Exception:
+            self.stop()
+            self.broken = True
+
+    def _turn_off(self) -> None:
+        self.broken = True
+
+    def stop(self) -> None:
+        self._patches.undo()
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _patch_clip(self, module: Any, name: str, kind: str) -> None:
+        original = getattr(module, name)
+        record = self._patches.guard(self._clip)
+
+        def clip(parameters: Any, *args: Any, **kwargs: Any) -> Any:
+            if not isinstance(parameters, torch.Tensor):
+                parameters = list(parameters)  # a generator is read once, here, and passed on as a list
+            result = original(parameters, *args, **kwargs)
+            record(kind, parameters, result, args, kwargs)
+            return result
+
+        clip.__wrapped__, clip.__name__, clip.__doc__ = original, name, original.__doc__  # type: ignore[attr-defined]
+        self._patches.replace(module, name, clip)
+
+    # ----- optimizers ----------------------------------------------------------------------------------
+    def _track(self, optimizer: torch.optim.Optimizer) -> _Order | None:
+        o = self.orders.get(id(optimizer))
+        if o is not None:
+            return o
+        params = self.run.trainable_params(optimizer)
+        if not params:
+            return None
+        o = self.orders[id(optimizer)] = _Order(params)
+        o.optimizer_type = type(optimizer).__name__
+        for p in {id(p): p for p in (params[0], params[-1])}.values():
+            self._handles.append(p.register_hook(self._hook(o)))
+        return o
+
+    def on_optimizer_created(self, optimizer, site: str) -> None:
+        # its parameters are complete once __init__ returned (the event comes after it)
+        if not self.broken:
+            self._track(optimizer)
+
+    def _hook(self, o: _Order) -> Callable:
+        def hook(grad: torch.Tensor) -> None:
+            if self.broken or self.run.replaying or o.last_bw == self._bw:
+                return
+            o.last_bw = self._bw  # once per backward call, whichever hooked parameter it reaches
+            fresh, scaled, _ = self._bw_info
+            if o.micro == 0:
+                o.pending_at = (self._tries(), o.first._version)
+            o.micro += 1
+            o.fresh += fresh
+            o.unaveraged += fresh and not scaled
+            o.window_backwards += 1
+            o.zero_site = ""
+            if o.clip is not None:
+                o.backward_after_clip = True
+
+        return hook
+
+    def _tries(self) -> int:
+        return self.run.steps + self._attempts
+
+    # ----- events -------------------------------------------------------------------------------------
+    def on_forward(self, module, inputs, kwargs, training_step: bool) -> None:
+        if training_step:
+            self._fresh = True
+
+    def on_backward(self, loss: torch.Tensor) -> None:
+        if self.broken or self.run.replaying:
+            return
+        try:
+            self._bw += 1
+            if self._scaled is not None and self._scaled[0] == id(loss):
+                loss = self._scaled[1]  # the loss under GradScaler's product
+            self._scaled = None
+            fn = type(loss.grad_fn).__name__ if loss.grad_fn is not None else ""
+            self._bw_info = (self._fresh, fn in _SCALING_OPS, _site())
+            self._fresh = False
+        except Exception:
+            self.broken = True
+
+    def _zeroed(self, ids: set[int]) -> None:
+        for o in self.orders.values():
+            if not o.covers(ids):
+                continue
+            if o.micro:
+                tries, version = o.pending_at
+                if tries == self._tries() and version == o.first._version:  # no step used these gradients
+                    o.wiped += o.micro
+                    o.wipe_site = o.wipe_site or _site() or "zero_grad"
+                o.zero_site = o.zero_site or _site() or "zero_grad"
+            o.micro = o.fresh = o.unaveraged = 0
+            o.since_zero = True
+
+    def _zero_optimizer(self, optimizer, *args: Any, **kwargs: Any) -> None:
+        if self.orders:
+            self._zeroed({id(p) for g in optimizer.param_groups for p in g["params"]})
+
+    def _zero_module(self, module, *args: Any, **kwargs: Any) -> None:
+        if self.orders:
+            self._zeroed({id(p) for p in module.parameters()})
+
+    def _clip(self, kind: str, parameters: Any, result: Any, args: tuple, kwargs: dict) -> None:
+        params = [parameters] if isinstance(parameters, torch.Tensor) else parameters
+        ids = {id(p) for p in params}
+        threshold = args[0] if args else kwargs.get("max_norm", kwargs.get("clip_value"))
+        for oid, o in self.orders.items():
+            if not o.covers(ids):
+                continue
+            scaler = self._scaling(oid)
+            o.clip = {"kind": kind, "threshold": float(threshold), "site": _site(), "had_grads":
+                      any(p.grad is not None for p in params)}
+            o.backward_after_clip = False
+            if scaler is not None and kind == "norm" and isinstance(result, torch.Tensor) and len(o.scaled_clips) < 32:
+                o.scaled_clips.append({**o.clip, "norm": result.detach(), "scale": scaler.detach().clone()})
+
+    # ----- GradScaler ---------------------------------------------------------------------------------
+    def _after_scale(self, result: Any, scaler, outputs: Any, *args: Any, **kwargs: Any) -> None:
+        if not isinstance(outputs, torch.Tensor) or not scaler.is_enabled():
+            return
+        self._scaled = (id(result), outputs)
+        self._scalers.setdefault(id(scaler), {"scaler": scaler, "scaled": False, "unscaled": set()})["scaled"] = True
+
+    def _unscale(self, scaler, optimizer, *args: Any, **kwargs: Any) -> None:
+        state = self._scalers.get(id(scaler))
+        if state is not None:
+            state["unscaled"].add(id(optimizer))
+
+    def _scaler_step(self, scaler, optimizer, *args: Any, **kwargs: Any) -> None:
+        self._attempts += 1
+        self._track(optimizer)
+
+    def _scaler_update(self, scaler, *args: Any, **kwargs: Any) -> None:
+        state = self._scalers.get(id(scaler))
+        if state is not None:
+            state["scaled"], state["unscaled"] = False, set()
+
+    def _scaling(self, optimizer_id: int) -> torch.Tensor | None:
+        """The scale of a GradScaler that scaled a loss this iteration and has not unscaled this optimizer."""
+        for state in self._scalers.values():
+            if state["scaled"] and optimizer_id not in state["unscaled"]:
+                return state["scaler"]._scale
+        return None
+
+    # ----- the step -----------------------------------------------------------------------------------
+    def on_after_optimizer_step(self, optimizer) -> None:
+        if self.broken:
+            return
+        try:
+            o = self._track(optimizer)
+            if o is not None:
+                self._close_window(optimizer, o)
+        except Exception:
+            self.broken = True
+
+    def _close_window(self, optimizer, o: _Order) -> None:
+        o.steps += 1
+        rates = [g.get("lr", 0.0) for g in optimizer.param_groups]
+        o.lr = max((float(r) for r in rates if not isinstance(r, torch.Tensor)), default=o.lr)
+        if o.window_backwards and not o.micro and o.zero_site:
+            o.zeroed_steps.append(o.zero_site)
+        elif o.wiped and o.micro:
+            o.reset_steps.append((o.wiped + o.micro, o.wipe_site))
+        if o.fresh >= 2 and o.since_zero and o.unaveraged == o.fresh:
+            o.summed_steps.append((o.fresh, self._bw_info[2]))
+        if o.clip is not None and o.backward_after_clip and o.micro:
+            o.late_clips.append({**o.clip, "step_norm": self.run.step_norm})
+        o.window_backwards = o.wiped = 0
+        o.wipe_site = o.zero_site = ""
+        o.clip, o.backward_after_clip, o.since_zero = None, False, False
+
+    def on_run_end(self) -> None:
+        self.stop()
+        for o in self.orders.values():  # the clip norms and scales, read once, off the hot path
+            if o.scaled_clips:
+                try:
+                    values = torch.stack([torch.stack([c["norm"].float().reshape(()), c["scale"].float().reshape(-1)[0]])
+                                          for c in o.scaled_clips]).tolist()
+                    for c, (norm, scale) in zip(o.scaled_clips, values):
+                        c["norm"], c["scale"] = norm, scale
+                except Exception:
+                    o.scaled_clips = []
+
+    def describe(self) -> str:
+        return (f"order of backward, zero_grad, clipping and step for {len(self.orders)} optimizer(s)"
+                + (" (stopped: an unexpected object)" if self.broken else ""))
