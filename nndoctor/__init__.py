@@ -3,7 +3,8 @@
 Importing nndoctor never imports a training framework (Lightning, Keras, transformers).
 """
 from nndoctor._version import __version__
-from nndoctor.findings import CheckRecord, Finding, Report
+from nndoctor.findings import CheckRecord, Finding
+from nndoctor.report.model import Report
 from nndoctor.catalogue import Severity
 from nndoctor.spec import KnownResult, Setup, SetupError
 from nndoctor.playbook import check
@@ -26,7 +27,7 @@ __all__ = [
 def __getattr__(name: str):
     # Heavier entry points load on first use, keeping `import nndoctor` fast.
     if name == "Monitor":
-        from nndoctor.monitor import Monitor
+        from nndoctor.live.monitor import Monitor
 
         return Monitor
     if name == "compare_models":

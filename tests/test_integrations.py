@@ -57,7 +57,7 @@ def test_lightning_clean_twin_is_silent():
 
 
 # ----- Hugging Face ----------------------------------------------------------------------------------
-def _hf_train(lr: float):
+def _hf_train(lr: float, warmup_steps: int = 0):
     transformers = pytest.importorskip("transformers")
     from nndoctor.integrations.huggingface import NNDoctorCallback
 
@@ -71,7 +71,8 @@ def _hf_train(lr: float):
     with tempfile.TemporaryDirectory() as out:
         args = transformers.TrainingArguments(output_dir=out, num_train_epochs=2, per_device_train_batch_size=16,
                                               learning_rate=lr, report_to=[], save_strategy="no",
-                                              logging_strategy="no", use_cpu=True, disable_tqdm=True)
+                                              logging_strategy="no", use_cpu=True, disable_tqdm=True,
+                                              warmup_steps=warmup_steps)
         transformers.Trainer(model=model, args=args, train_dataset=dataset, callbacks=[callback]).train()
     return callback.report()
 
@@ -83,6 +84,12 @@ def test_huggingface_finds_an_optimizer_that_changes_nothing():
 
 def test_huggingface_clean_twin_is_silent():
     report = _hf_train(lr=5e-4)
+    assert _loud(report) == set()
+
+
+def test_huggingface_warm_up_from_learning_rate_0_is_silent():
+    # the linear schedule's first step has lr 0 by design: "changed none" is judged on later steps
+    report = _hf_train(lr=5e-4, warmup_steps=4)
     assert _loud(report) == set()
 
 

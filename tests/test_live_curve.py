@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from nndoctor.probes.live_curve import judge
+from nndoctor.checks.live_curve import judge
 
 
 def _curve(n: int, level, noise: float = 0.1, seed: int = 0) -> list[float]:

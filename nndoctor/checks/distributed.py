@@ -201,3 +201,8 @@ def _unsynced_bn(ranks: list[dict[str, Any]]) -> list[Finding]:
         evidence={"ranks": [r["rank"] for r in small], "per_rank_batch": batch, "layers": layers[:20]},
         suggestions=["model = nn.SyncBatchNorm.convert_sync_batchnorm(model) before wrapping it in DDP, or a "
                      "larger per-rank batch."])]
+
+
+def judge_rank(watcher: Any) -> list[Finding]:
+    """Nothing from one rank alone: ranks are compared on rank 0 when the report is made (``live/ranks.py``)."""
+    return []

@@ -16,6 +16,7 @@ from torch import nn
 
 from nndoctor.checks import SkipCheck, check
 from nndoctor.context import Context
+from nndoctor.findings import Finding
 from nndoctor.probes.batch_sizes import batch_sizes
 
 # ----- MOD001 ----------------------------------------------------------------------------------
@@ -180,3 +181,30 @@ def batchnorm_batch_size(ctx: Context) -> None:
                        "drop_last": sizes.drop_last, "layers": [_name(p) for p in layers],
                        "values_per_channel": {_name(p): v for p, v in per_channel.items()}},
              suggestions=fixes)
+
+
+# ----- live runs (``nndoctor run``, Monitor): the modes watcher's measurements -----------------------------
+def judge_live(watcher) -> list[Finding]:
+    """MOD001 when optimizer steps ran with dropout/batch-norm in eval mode; MOD002 when evaluation (forwards
+    without gradients) ran them in train mode, counting only forwards rarer than the steps (a validation pass
+    per epoch), not those inside most training steps (a GAN's fakes, pseudo-labels)."""
+    found, steps = [], watcher.run.steps
+    if watcher.root_eval_steps:
+        names = sorted(watcher.eval_training_steps)
+        found.append(Finding(
+            "MOD001", f"{watcher.root_eval_steps} of {steps} optimizer steps ran with the model in eval "
+            f"mode: dropout/batch-norm layers {', '.join('model.' + n for n in names[:5])} "
+            "behave as in evaluation while training.", location="model",
+            evidence={"steps_in_eval": watcher.root_eval_steps, "steps": steps, "modules": names[:20]},
+            suggestions=["Call model.train() at the start of every training epoch (after validation)."]))
+    evals = {name: n for name, n in watcher.train_mode_evals.items()
+             if watcher.nograd_steps.get(watcher.train_mode_eval_root[name], 0) < 0.25 * max(steps, 1)}
+    if evals:
+        calls = sum(evals.values())
+        names = sorted(evals)
+        found.append(Finding(
+            "MOD002", f"{calls} forward passes without gradients (evaluation) ran with the model in train "
+            f"mode: {', '.join('model.' + n for n in names[:5])} used training behaviour.",
+            location="model", evidence={"forwards": calls, "modules": names[:20]},
+            suggestions=["Call model.eval() before evaluating, and model.train() afterwards."]))
+    return found

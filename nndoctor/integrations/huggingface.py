@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from transformers import TrainerCallback
 
-from nndoctor.findings import Report
-from nndoctor.monitor import Monitor
+from nndoctor.report.model import Report
+from nndoctor.live.monitor import Monitor
 
 
 class NNDoctorCallback(TrainerCallback):

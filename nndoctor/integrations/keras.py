@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import keras
 
-from nndoctor.findings import Report
-from nndoctor.monitor import Monitor
+from nndoctor.report.model import Report
+from nndoctor.live.monitor import Monitor
 
 
 class NNDoctorCallback(keras.callbacks.Callback):

@@ -6,8 +6,8 @@ try:
 except ImportError:  # the standalone package name
     from pytorch_lightning import Callback  # type: ignore[no-redef]
 
-from nndoctor.findings import Report
-from nndoctor.monitor import Monitor
+from nndoctor.report.model import Report
+from nndoctor.live.monitor import Monitor
 
 
 class NNDoctorCallback(Callback):

@@ -1,6 +1,7 @@
 """Reading a live training curve (minibatch losses of a real run): smoothed, robust to ordinary
-minibatch noise and learning-rate schedules. Used by the Monitor; the single-batch experiment has
-its own, stricter reader.
+minibatch noise and learning-rate schedules. Judges what the live curve and loss-sign watchers
+(``probes/watchers/curve.py``, ``loss_sign.py``) measured; the single-batch experiment has its own,
+stricter reader.
 
 Windows of medians, not single steps, carry every verdict, and each verdict needs the run to have
 never improved, so a noisy but learning run stays silent.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from typing import Any
 
 from nndoctor.findings import Finding
 
@@ -127,3 +129,33 @@ def _gradient_growth(norms: list[float]) -> list[Finding]:
                         suggestions=["Clip gradients (torch.nn.utils.clip_grad_norm_), lower the learning rate, "
                                      "or add normalisation layers."])]
     return []
+
+
+def judge_curve(watcher: Any) -> list[Finding]:
+    """The curve watcher's losses and gradient norms. Several optimizers each stepping on a loss of its own
+    play a game (GAN, actor-critic): no trend is judged then."""
+    run = watcher.run
+    return judge(run.losses, run.grad_norms, trend=len(run.loss_owners) <= 1)
+
+
+def judge_loss_sign(watcher: Any) -> list[Finding]:
+    """OFB001 when most steps minimised minus a non-negative loss, confirmed by that loss (the negated
+    values the curve recorded) rising over the run; a double flip (maximize=True) does not rise."""
+    run = watcher.run
+    if not watcher.negated_steps or watcher.negated_steps < 0.5 * run.steps or len(run.losses) < 10:
+        return []
+    if len(run.loss_owners) > 1:  # a game (a GAN's generator may maximise its critic's loss on purpose)
+        return []
+    errors = [-v for v in run.losses if math.isfinite(v)]
+    width = max(3, len(errors) // 10)
+    first, last = statistics.median(errors[:width]), statistics.median(errors[-width:])
+    if not last > first + 0.05 * max(abs(first), 1e-8):
+        return []
+    name = watcher.negated_name
+    return [Finding(
+        "OFB001", f"{watcher.negated_steps} of {run.steps} optimizer steps minimised minus {name} "
+        f"(the scalar passed to backward() negates it): the error itself rose from {first:.4g} to {last:.4g} (medians "
+        f"of the first and last {width} steps), so training climbs the loss.", location=watcher.site or "loss",
+        evidence={"negated_loss": name, "negated_steps": watcher.negated_steps, "steps": run.steps,
+                  "error_first": first, "error_last": last},
+        suggestions=[f"Minimise the loss itself: remove the minus sign in front of {name}."])]

@@ -12,13 +12,13 @@ import runpy
 import sys
 import traceback
 
-from nndoctor.monitor import Monitor, StopTraining
+from nndoctor.live.monitor import Monitor, StopTraining
 from nndoctor.probes.rank_facts import world
 
 
 def run_script(script: str, args: list[str], *, max_steps: int | None = None, json_path: str | None = None,
                html_path: str | None = None, select: set[str] | None = None, ignore: set[str] | None = None) -> int:
-    from nndoctor.cli import emit_report
+    from nndoctor.report.console import emit_report
 
     script_path = os.path.abspath(script)
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None

@@ -1,0 +1,19 @@
+"""The report of a live run: the judges' findings, one check per watcher saying what it watched, the
+downsampled loss curve, and in a distributed run the merge of every rank's (``live/ranks.py``)."""
+from __future__ import annotations
+
+from typing import Any
+
+from nndoctor.checks.live_curve import downsample
+from nndoctor.findings import CheckRecord, Finding
+from nndoctor.report.model import Report
+from nndoctor.live.ranks import merge_ranks
+
+
+def build_report(monitor: Any, found: list[list[Finding]], seconds: float) -> Report:
+    checks = [CheckRecord(w.name, "failed" if any(f.severity.value != "info" for f in findings) else "passed",
+                          seconds, w.describe(), "run") for w, findings in zip(monitor.watchers, found)]
+    report = Report(findings=list(monitor.findings), checks=checks, meta={
+        "steps": monitor.steps, "extras": {"loss_curve": downsample(monitor.losses)}})
+    merge_ranks(monitor, report)
+    return report

@@ -1,0 +1,151 @@
+"""What every live watcher shares: the ``Watcher`` base class and ``LiveRun``, the run's common facts.
+
+A watcher measures one concern of a live training run. The Monitor hub (``nndoctor/live/monitor.py``)
+calls the event methods a watcher defines (the events are declared in ``nndoctor/live/events.py``;
+a watcher defines only those it needs, so an event nobody watches costs nothing) and, once per
+optimizer step, gathers every watcher's device-side scalars in ONE host transfer:
+
+    reads(optimizer)          -> tensors to read now (0-d or 1-d), on any device, or []
+    on_read(optimizer, values) <- the same number of floats, in order
+
+Watchers never judge: at the end the judge registered next to the watcher (``nndoctor/live/registry.py``)
+turns ``watcher.measured()`` into findings.
+"""
+from __future__ import annotations
+
+import os
+import weakref
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from nndoctor.probes.wrappers import named_modules, named_parameters
+
+
+class Watcher:
+    name = "watcher"  # the name of the check in the report's list
+
+    def __init__(self, run: "LiveRun") -> None:
+        self.run = run
+
+    def start(self) -> None:
+        """The Monitor was entered: install any patch of this watcher's own (removed in ``stop``)."""
+
+    def stop(self) -> None:
+        """The Monitor is closing: remove what ``start`` installed. Must be safe to call twice."""
+
+    def reads(self, optimizer: torch.optim.Optimizer) -> Sequence[torch.Tensor]:
+        """Device scalars to read at this optimizer step (before it applies), all in the hub's one transfer."""
+        return ()
+
+    def on_read(self, optimizer: torch.optim.Optimizer, values: list[float]) -> None:
+        """The floats of ``reads``, in order (called only when ``reads`` gave any)."""
+
+    def describe(self) -> str:
+        """One line for the report's check list: what this watcher watched."""
+        return ""
+
+
+class Root:
+    """What the watchers know about one root module (a model called from outside any other module)."""
+
+    def __init__(self, module: nn.Module):
+        self.ref = weakref.ref(module)
+        self.modules = dict(named_modules(module))
+        self.names = {id(p): name for name, p in named_parameters(module)}
+        self.params = [p for _, p in named_parameters(module)]
+        self._trainable: tuple[bool, int] | None = None  # (any parameter trainable, step it was read)
+        self.trained = False  # seen in a forward with gradients enabled
+
+    def trainable(self, step: int) -> bool:
+        """Any parameter with ``requires_grad``: read again every 32 steps, not on every forward."""
+        if self._trainable is None or step - self._trainable[1] >= 32:
+            self._trainable = (any(p.requires_grad for p in self.params), step)
+        return self._trainable[0]
+
+
+class LiveRun:
+    """Facts of the run every watcher may read; the hub and the curve watcher keep them current."""
+
+    def __init__(self, model: nn.Module | None, optimizer: torch.optim.Optimizer | None) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.steps = 0  # optimizer steps, all optimizers together
+        self.backwards = 0  # backward() calls on a scalar
+        self.losses: list[float] = []
+        self.grad_norms: list[float] = []
+        self.step_loss: float | None = None  # this step's loss and total gradient norm (the curve watcher's)
+        self.step_norm = 0.0
+        self.loss_owners: set[int] = set()  # optimizers that stepped right after a backward of their own
+        self.roots: dict[int, Root] = {}
+        self.last_train_call: tuple[nn.Module, tuple, dict] | None = None
+        self.replaying = False  # a watcher's own replay of a step must not be watched
+        self.error: BaseException | None = None
+        self._optimizer_params: dict[int, tuple[Any, list[torch.Tensor]]] = {}
+
+    def root(self, module: nn.Module) -> Root:
+        r = self.roots.get(id(module))
+        if r is None or r.ref() is not module:
+            r = self.roots[id(module)] = Root(module)
+        return r
+
+    def saw_forward(self, module: nn.Module, inputs: tuple, kwargs: dict, training_step: bool) -> Root | None:
+        """Book a root module's call; None for one without parameters (a loss module: nothing to watch)."""
+        root = self.root(module)
+        if not root.params:
+            return None
+        if training_step and root.trainable(self.steps):
+            root.trained = True
+            self.last_train_call = (module, inputs, kwargs)
+        return root
+
+    def trainable_params(self, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+        """The optimizer's parameters that require gradients, cached (a group added later is seen too)."""
+        cached = self._optimizer_params.get(id(optimizer))
+        groups = len(optimizer.param_groups)
+        if cached is None or cached[0] != groups:
+            cached = (groups, [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad])
+            self._optimizer_params[id(optimizer)] = cached
+        return cached[1]
+
+    def module_path(self, target: nn.Module) -> str | None:
+        for r in self.roots.values():
+            root = r.ref()
+            if root is None:
+                continue
+            for name, m in named_modules(root):  # read now: the model may have changed since it was first seen
+                if m is target:
+                    return f"model.{name}".rstrip(".")
+        return None
+
+
+def outside_nndoctor(frame: Any) -> Any:
+    """The first frame, walking out from ``frame``, that is not nndoctor's own (the hub's, a watcher's)."""
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_NNDOCTOR_DIR):
+        frame = frame.f_back
+    return frame
+
+
+_NNDOCTOR_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def read_once(tensors: list[torch.Tensor]) -> list[float]:
+    """Every tensor's values as floats, in order, with ONE device-to-host transfer (tensors on an accelerator
+    are gathered there first)."""
+    if not tensors:
+        return []
+    flat = [t.detach().reshape(-1).float() for t in tensors]
+    device = next((t.device for t in flat if t.device.type != "cpu"), None)
+    return torch.cat([t.to(device) for t in flat] if device is not None else flat).tolist()
+
+
+def read_step(watchers: list[Watcher], optimizer: torch.optim.Optimizer) -> None:
+    """Ask each watcher for its ``reads``, read them all at once, hand each its floats (``on_read``)."""
+    asked = [(w, w.reads(optimizer)) for w in watchers]
+    values = read_once([t for _, ts in asked for t in ts])
+    for w, ts in asked:
+        if ts:
+            n = sum(t.numel() for t in ts)
+            w.on_read(optimizer, values[:n])
+            values = values[n:]

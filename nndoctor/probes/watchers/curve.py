@@ -1,0 +1,42 @@
+"""The loss curve: every step's loss (the scalar passed to ``backward()``, or a framework's reported
+value) and total gradient norm, both read in the hub's one host transfer per optimizer step."""
+from __future__ import annotations
+
+import torch
+
+from nndoctor.probes.watchers.base import Watcher
+
+_NAN = torch.tensor(float("nan"))
+_ZERO = torch.zeros(())
+
+
+class CurveWatcher(Watcher):
+    name = "loss-curve"
+
+    def __init__(self, run) -> None:
+        super().__init__(run)
+        self._pending: torch.Tensor | None = None
+
+    def on_backward(self, loss: torch.Tensor) -> None:
+        self._pending = loss.detach()
+
+    def reads(self, optimizer):
+        grads = [p.grad for p in self.run.trainable_params(optimizer) if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else _ZERO
+        return (self._pending if self._pending is not None else _NAN, norm)
+
+    def on_read(self, optimizer, values: list[float]) -> None:
+        run = self.run
+        run.step_loss = values[0] if self._pending is not None else None
+        run.step_norm = values[1]
+        if self._pending is not None:
+            run.losses.append(values[0])
+            run.loss_owners.add(id(optimizer))
+        run.grad_norms.append(values[1])
+        self._pending = None
+
+    def on_loss_value(self, value: float) -> None:
+        self.run.losses.append(float(value))
+
+    def describe(self) -> str:
+        return f"{len(self.run.losses)} losses and {len(self.run.grad_norms)} gradient norms"

@@ -1,0 +1,68 @@
+"""Gradients never zeroed (GRD005): does a backward find the previous step's gradients still in ``.grad``?
+
+One leaf hook on one parameter per optimizer; the verdict of each step is a device flag read in the
+hub's one host transfer.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from nndoctor.probes.watchers.base import Watcher
+
+
+class StaleGradientsWatcher(Watcher):
+    name = "zeroed-gradients"
+
+    def __init__(self, run) -> None:
+        super().__init__(run)
+        self._states: dict[int, dict[str, Any]] = {}
+        self._handles: list[Any] = []
+        self.stale_steps = 0
+
+    def _state(self, optimizer) -> dict[str, Any]:
+        state = self._states.get(id(optimizer))
+        if state is None:
+            state = self._states[id(optimizer)] = {"armed": False, "stale": None}
+            params = self.run.trainable_params(optimizer)
+            if params:
+                self._handles.append(params[0].register_hook(self._hook(params[0], state)))
+        return state
+
+    @staticmethod
+    def _hook(param: torch.Tensor, state: dict[str, Any]):
+        def hook(grad: torch.Tensor) -> None:
+            # Runs before the new gradient is accumulated into .grad. The first backward after a step that
+            # finds the old gradient still there raises a suspicion (a device flag, read at the next step);
+            # a later backward that finds .grad emptied clears it. So only a step that really uses gradients
+            # carried over from before the previous step counts: not a GAN generator's backward that passes
+            # through the discriminator, whose gradients are zeroed before the discriminator's own step.
+            if param.grad is None:
+                state["stale"] = None
+            elif state["armed"]:
+                state["stale"] = (param.grad != 0).any()
+            elif state["stale"] is not None:
+                state["stale"] = state["stale"] & (param.grad != 0).any()
+            state["armed"] = False
+
+        return hook
+
+    def reads(self, optimizer):
+        stale = self._state(optimizer)["stale"]
+        return (stale,) if stale is not None else ()
+
+    def on_read(self, optimizer, values: list[float]) -> None:
+        self.stale_steps += int(values[0] > 0)
+        self._states[id(optimizer)]["stale"] = None
+
+    def on_after_optimizer_step(self, optimizer) -> None:
+        self._state(optimizer)["armed"] = True
+
+    def stop(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def describe(self) -> str:
+        return f"gradients zeroed between the steps of {len(self._states)} optimizer(s)"
