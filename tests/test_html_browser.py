@@ -106,3 +106,23 @@ def test_a_module_named_script_does_not_execute(browser, tmp_path, artifacts_dir
     assert XSS in page.title()
     page.screenshot(path=os.path.join(artifacts_dir, "report-hostile.png"), full_page=True)
     page.close()
+
+
+def test_the_notebook_view_shows_the_report_in_its_own_frame(browser, tmp_path, artifacts_dir):
+    """``Report._repr_html_`` in a page standing in for a notebook: the report reads inside its frame, the
+    host page's styles are untouched, and nothing from the report runs (tests/test_notebook.py executes
+    a real notebook)."""
+    report = hostile_report()
+    host = ("<!doctype html><html><head><style>body{background:rgb(1, 2, 3);color:rgb(4, 5, 6)}</style></head>"
+            f"<body><div class=output>{report._repr_html_()}</div><p id=after>next cell</p></body></html>")
+    opened = Opened(browser, host, str(tmp_path / "notebook.html"))
+    opened.assert_clean_load()  # includes: no alert() dialog fired, nothing from the network
+    page = opened.page
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(1, 2, 3)"
+    card = page.frame_locator("iframe").locator('article[data-code="RUN001"]')
+    assert XSS in card.locator(".message").inner_text()
+    box = page.locator("iframe").bounding_box()
+    assert box and box["height"] > 300 and box["width"] > 600
+    assert page.locator("#after").is_visible()
+    page.screenshot(path=os.path.join(artifacts_dir, "report-notebook.png"))
+    page.close()
