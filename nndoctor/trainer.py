@@ -18,6 +18,9 @@ Callbacks bring measurement in from above (this module is core: it imports no pr
   - ``on_step(trainer)``: after every recorded step (evaluate at checkpoints);
   - ``progress(message)``: at each epoch of an ``Epochs`` stream.
 
+Common interventions are ready-made: ``lr_variant(lr, k)``, ``without_weight_decay()``,
+``without_dropout()``, ``reinitialised(seed)``.
+
 Typical use (``ctx`` is anything with ``fresh_model``, ``optimizer_for``, ``loss_of``, ``pair`` and
 ``forward``, e.g. the playbook's ``Context``)::
 
@@ -61,6 +64,40 @@ class Variant:
 def lr_variant(base_lr: float, k: int) -> Variant:
     """The user's setup with every learning rate times 10**k (one label per rate, so runs can be shared)."""
     return Variant(label=f"lr {float(f'{base_lr * 10.0**k:.3g}'):g}", lr_scale=10.0**k)
+
+
+# Common interventions, one change each (labels are stable: runs are shared by label).
+def without_weight_decay() -> Variant:
+    return Variant(label="weight_decay=0", hyper={"weight_decay": 0.0})
+
+
+def without_dropout() -> Variant:
+    return Variant(label="dropout off", edit=_no_dropout)
+
+
+def reinitialised(seed: int = 0) -> Variant:
+    """Every module with ``reset_parameters`` back to its default initialisation (seeded; global RNG kept)."""
+    def edit(model: nn.Module) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for module in model.modules():
+                if callable(getattr(module, "reset_parameters", None)):
+                    module.reset_parameters()
+
+    return Variant(label=f"re-initialised (seed {seed})", edit=edit)
+
+
+def has_dropout(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0
+               or isinstance(m, nn.MultiheadAttention) and m.dropout > 0 for m in model.modules())
+
+
+def _no_dropout(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            m.p = 0.0
+        elif isinstance(m, nn.MultiheadAttention):
+            m.dropout = 0.0
 
 
 def scale_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:

@@ -13,7 +13,8 @@ import nndoctor
 from nndoctor.budget import Budget
 from nndoctor.checks.trained_copy import trained_copy
 from nndoctor.context import Context
-from nndoctor.trainer import Epochs, FixedBatch, Trainer, Variant, lr_variant
+from nndoctor.trainer import (Epochs, FixedBatch, Trainer, Variant, has_dropout, lr_variant, reinitialised,
+                              without_dropout)
 
 from cases.data_sources import digits
 
@@ -132,3 +133,18 @@ def test_compare_trains_its_copy_once_and_shares_it():
     assert first.training.checkpoints[-1][0] == first.training.steps
     given = _context(trained=True)
     assert trained_copy(given).training is None
+
+
+def test_ready_made_interventions_change_only_the_copy():
+    ctx = _context(dropout=0.5)
+    batch = FixedBatch(ctx.first_batch())
+    state = {k: v.clone() for k, v in ctx.setup.model.state_dict().items()}
+    rng = torch.get_rng_state()
+    fresh = [Trainer(ctx, batch, reinitialised(seed=s)) for s in (1, 1, 2)]
+    assert torch.equal(torch.get_rng_state(), rng)  # the re-initialisation drew from its own stream
+    weights = [r.model[0].weight for r in fresh]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+    assert not torch.equal(weights[0], state["0.weight"])
+    assert not Trainer(ctx, batch, without_dropout()).model[2].p and ctx.setup.model[2].p == 0.5
+    assert has_dropout(ctx.setup.model)
+    assert all(torch.equal(v, state[k]) for k, v in ctx.setup.model.state_dict().items())

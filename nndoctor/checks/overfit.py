@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
 from nndoctor import fixes
 from nndoctor.checks import SkipCheck, check
 from nndoctor.checks.lr_range import LrRange, lr_range
@@ -30,6 +28,7 @@ from nndoctor.context import Context
 from nndoctor.probes import curve
 from nndoctor.probes.repeat_read import read_twice
 from nndoctor.probes.single_batch import OneBatch, Variant, descent_check, lr_variant
+from nndoctor.trainer import has_dropout, without_dropout, without_weight_decay
 
 
 # ----- the check --------------------------------------------------------------------------------------
@@ -267,24 +266,11 @@ def _unblocking_runs(ctx: Context, exp: Experiment, sweep: LrRange | None):
     decay = max((g.get("weight_decay") or 0 for g in base.optimizer.param_groups), default=0)
     if decay and exp.time_left() > 0:
         yield ("without weight decay", f"Lower the weight decay (it is {num(decay)}).",
-               exp.run(Variant(label="weight_decay=0", hyper={"weight_decay": 0.0})))
-    if _has_dropout(base.model) and exp.time_left() > 0:
-        yield "without dropout", "Lower the dropout rate.", exp.run(Variant(label="dropout off", edit=_no_dropout))
+               exp.run(without_weight_decay()))
+    if has_dropout(base.model) and exp.time_left() > 0:
+        yield "without dropout", "Lower the dropout rate.", exp.run(without_dropout())
     for finding in list(ctx.findings):
         trial = fix_trial(ctx, finding)
         if trial is not None and trial.before is None and exp.time_left() > 0:
             yield (f"{trial.description} ({finding.code})", f"Fix {finding.code} at {finding.location}.",
                    exp.run(trial.after))
-
-
-def _has_dropout(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0
-               or isinstance(m, nn.MultiheadAttention) and m.dropout > 0 for m in model.modules())
-
-
-def _no_dropout(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.modules.dropout._DropoutNd):
-            m.p = 0.0
-        elif isinstance(m, nn.MultiheadAttention):
-            m.dropout = 0.0
