@@ -2,7 +2,9 @@
 
 Checks receive a ``Context``. They never touch the user's objects: ``fresh_model()`` and
 ``optimizer_for()`` hand out copies, and measurements that several checks need are computed once
-through ``measure()``.
+through ``measure()`` (the single-batch experiment of step 3, the trained copy of step 4: later steps
+reuse them instead of training again). Copies are trained by ``nndoctor.trainer.Trainer``, to which a
+Context is the source of copies.
 """
 from __future__ import annotations
 
