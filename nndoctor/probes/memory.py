@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor
 
 from nndoctor.data import tensors_in
 
@@ -35,6 +36,8 @@ def _storage_key(t: torch.Tensor) -> tuple[Any, int, int] | None:
     """(device, address, bytes) of the memory block behind ``t``; None for tensors without one."""
     try:
         storage = t.untyped_storage()
+        if isinstance(t, FakeTensor):  # no data behind a fake tensor: its storage object is its identity
+            return (t.device, storage._cdata, storage.nbytes())
         return (t.device, storage.data_ptr(), storage.nbytes())
     except (RuntimeError, NotImplementedError, TypeError):  # sparse, meta-like or wrapper tensors
         return None
@@ -243,10 +246,13 @@ def measure_step(
     batch_size: int,
     device: torch.device,
     outside: str = "loss",
+    peaks: Any = None,
 ) -> StepMemory:
     """Run one training step of ``model`` (a copy) on ``batch`` and measure where its memory goes.
 
     ``loss_of(model, batch)`` returns the scalar loss (or a tuple whose first item is the loss).
+    ``peaks`` replaces the allocator's reading (an object like ``AllocatorPeaks``: a context manager with
+    ``phase(name)`` and ``peaks``), e.g. the live bytes of a fake-tensor trace.
     Exceptions (a real out-of-memory included) propagate; every hook is removed either way.
     """
     optimizer.zero_grad(set_to_none=True)
@@ -255,7 +261,7 @@ def measure_step(
     batch_tensors = tensors_in(batch)
     state_before = _state_bytes(optimizer)
     model.train()
-    with AllocatorPeaks(device) as allocator:
+    with (peaks if peaks is not None else AllocatorPeaks(device)) as allocator:
         with allocator.phase("forward_backward"):
             with SavedActivations(model, exclude=params + buffers + batch_tensors, outside=outside) as saved:
                 loss = loss_of(model, batch)
