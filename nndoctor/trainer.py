@@ -245,7 +245,8 @@ class Trainer:
         with self._own_rng():
             while self.steps < steps and time.monotonic() < deadline:
                 if self.progress is not None and per_epoch and self.steps % per_epoch == 0:
-                    self.progress(f"training a copy, epoch {self.steps // per_epoch + 1}/{math.ceil(steps / per_epoch)}")
+                    epochs = math.ceil(steps / per_epoch)
+                    self.progress(f"training a copy, epoch {self.steps // per_epoch + 1}/{epochs}")
                 try:
                     values, names = self._step(self.batch(self.steps))
                 except Exception as exc:  # the user's code failed mid-run; the curves so far stand

@@ -80,7 +80,8 @@ def test_variants_are_applied_to_the_copy_and_its_optimizer_never_to_the_user_ob
     assert run.lr == pytest.approx(0.005)
     no_momentum = Trainer(ctx, FixedBatch(ctx.first_batch()), Variant(label="no momentum", hyper={"momentum": 0.0}))
     assert no_momentum.optimizer.param_groups[0]["momentum"] == 0.0
-    no_dropout = Trainer(ctx, FixedBatch(ctx.first_batch()), Variant(label="no dropout", edit=lambda m: setattr(m[2], "p", 0.0)))
+    no_dropout = Trainer(ctx, FixedBatch(ctx.first_batch()),
+                         Variant(label="no dropout", edit=lambda m: setattr(m[2], "p", 0.0)))
     assert no_dropout.model[2].p == 0.0 and user_model[2].p == 0.5
     evaluated = Trainer(ctx, FixedBatch(ctx.first_batch()), Variant(label="eval", train_mode=False))
     for r in (run, no_momentum, no_dropout, evaluated):

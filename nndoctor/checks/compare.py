@@ -138,7 +138,7 @@ def _measure(ctx: Context) -> Comparison | str:
         return f"the model's outputs do not fit {kind} targets of shape {tuple(split.eval_targets.shape)}"
     ctx.progress(f"{STEP}: fitting baselines")
     baselines, features = fit_baselines(kind, split.train_inputs, y_train, split.eval_inputs, seed=ctx.seed)
-    curve = [(step, _predictions(ctx, kind, out, len(y_eval))) for step, out in training.checkpoints] if training else []
+    curve = [(s, _predictions(ctx, kind, out, len(y_eval))) for s, out in (training.checkpoints if training else [])]
     history = [(step, scoring.score(metric, p, y_eval) if p is not None else math.nan) for step, p in curve]
     result = Comparison(kind, metric, split, y_eval, model, outputs, pred, baselines, features, training,
                         _user_metric(ctx, outputs, split.eval_targets), history)

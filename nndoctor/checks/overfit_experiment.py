@@ -140,7 +140,8 @@ def run_evidence(exp: Experiment) -> dict[str, Any]:
     steps = exp.baseline_steps
     curve_steps, values = curve.downsample(base.loss[:steps], DOWNSAMPLE)
     evidence: dict[str, Any] = {
-        "samples": exp.samples, "batch_size": exp.batch_size, "steps": steps, "seconds": round(base.seconds, 3), "lr": base.lr,
+        "samples": exp.samples, "batch_size": exp.batch_size, "steps": steps, "seconds": round(base.seconds, 3),
+        "lr": base.lr,
         "goal": goal_words(exp), "converged_at": base.converged_at,
         "loss": span(base.loss[:steps]), "curve": values, "curve_steps": curve_steps,
         "shape": curve.describe(base.measure[:steps]).as_evidence(),
