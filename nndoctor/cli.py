@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import inspect
 import os
 import sys
-from typing import Any, NoReturn
+from typing import NoReturn
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -115,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from nndoctor.playbook import DEFAULT_BUDGET, check
     from nndoctor.report.console import emit_report, progress_display
+    from nndoctor.setup_file import SetupFileError, load_setup
     from nndoctor.spec import SetupError, parse_size
 
     _resolve_filters(args)
@@ -124,7 +123,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         except SetupError as exc:
             raise UsageError(str(exc)) from None
     _check_writable(args.json, args.html)
-    setup = load_setup(args.target)
+    try:
+        setup = load_setup(args.target)
+    except SetupFileError as exc:
+        raise UsageError(str(exc)) from None
     with progress_display() as progress:
         try:
             report = check(setup, seed=args.seed, budget=args.budget or DEFAULT_BUDGET, select=args.select,
@@ -145,69 +147,6 @@ def _check_writable(*paths: str | None) -> None:
             raise UsageError(f"cannot write the report to {path}: folder {folder} does not exist")
         if not os.access(folder, os.W_OK):
             raise UsageError(f"cannot write the report to {path}: folder {folder} is not writable")
-
-
-def load_setup(target: str) -> Any:
-    """Import FILE and call FUNCTION (default ``setup``); any problem is a UsageError (exit 2)."""
-    from nndoctor.spec import Setup, SetupError
-
-    path, _, func_name = target.partition(":") if not os.path.exists(target) else (target, "", "")
-    func_name = func_name or "setup"
-    if not os.path.exists(path):
-        raise UsageError(f"file not found: {path}")
-    if os.path.isdir(path):
-        raise UsageError(f"{path} is a directory; give a Python file that defines {func_name}()")
-    if not path.endswith(".py"):
-        raise UsageError(f"{path} is not a Python file (.py)")
-    module = _import_file(path)
-    func = getattr(module, func_name, None)
-    if func is None:
-        found = [n for n, v in vars(module).items() if inspect.isfunction(v) and v.__module__ == module.__name__]
-        hint = f"; functions defined there: {', '.join(found)}" if found else ""
-        raise UsageError(f"{path} defines no function {func_name!r}{hint}")
-    if not callable(func):
-        raise UsageError(f"{path}:{func_name} is not a function")
-    try:
-        inspect.signature(func).bind()
-    except TypeError:
-        raise UsageError(f"{path}:{func_name} must take no arguments, its signature is {func_name}{inspect.signature(func)}") from None
-    except ValueError:
-        pass
-    try:
-        result = func()
-    except SetupError as exc:
-        raise UsageError(f"{path}:{func_name}() built an invalid Setup: {exc}") from None
-    except Exception as exc:
-        raise UsageError(f"{path}:{func_name}() raised {type(exc).__name__}: {_first_line(exc)}") from None
-    if not isinstance(result, Setup):
-        raise UsageError(f"{path}:{func_name}() returned {type(result).__name__}, not a nndoctor.Setup")
-    return result
-
-
-def _import_file(path: str) -> Any:
-    folder = os.path.dirname(os.path.abspath(path))
-    if folder not in sys.path:
-        sys.path.insert(0, folder)  # so the user's file can import its neighbours, as `python FILE` would
-    name = "_nndoctor_user_" + os.path.splitext(os.path.basename(path))[0]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise UsageError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except SyntaxError as exc:
-        raise UsageError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
-    except SystemExit as exc:
-        raise UsageError(f"importing {path} called sys.exit({exc.code}); guard script code with if __name__ == '__main__'") from None
-    except Exception as exc:
-        raise UsageError(f"importing {path} raised {type(exc).__name__}: {_first_line(exc)}") from None
-    return module
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
 
 
 # ----- run, demo, codes ----------------------------------------------------------------------------
@@ -231,56 +170,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_codes(args: argparse.Namespace) -> int:
     from nndoctor import catalogue
+    from nndoctor.report import codes as views
 
-    if args.errors:
-        return _crash_catalogue(args.code)
-    if args.code:
-        try:
-            codes = sorted(catalogue.resolve(args.code))
-        except KeyError as exc:
-            raise UsageError(exc.args[0]) from None
-        print("\n\n".join(catalogue.get(c).doc() for c in codes))
-        return EXIT_OK
-    import textwrap
-
-    for prefix, (_module, _step, title) in catalogue.FAMILIES.items():
-        print(f"{prefix}  {title}")
-        for entry in catalogue.CODES.values():
-            if entry.family == prefix:
-                head = f"  {entry.code}  {entry.name:<30} {entry.severity.value:<8}"
-                lines = textwrap.wrap(entry.summary, width=100 - len(head) - 1) or [""]
-                print(f"{head} {lines[0]}")
-                for line in lines[1:]:
-                    print(" " * (len(head) + 1) + line)
-    print("\nDetails: nndoctor codes CODE; common PyTorch error messages: nndoctor codes --errors")
-    return EXIT_OK
-
-
-def _crash_catalogue(entry_id: str | None) -> int:
-    """``codes --errors [ID]``: the crash catalogue (catalogue/crashes.py) that RUN findings quote."""
-    import difflib
-    import textwrap
-
-    from nndoctor.catalogue import crashes
-
-    if entry_id:
-        entry = crashes.BY_ID.get(entry_id.lower())
-        if entry is None:
-            close = difflib.get_close_matches(entry_id.lower(), list(crashes.BY_ID), n=3, cutoff=0.5)
-            raise UsageError(f"unknown error id {entry_id!r}" + (f"; did you mean {', '.join(close)}?" if close
-                                                                 else "; see `nndoctor codes --errors`"))
-        example = textwrap.indent(entry.example, "    ")
-        where = f" (needs {entry.needs.upper()})" if entry.needs else ""
-        print(f"{entry.id}\n\nMatches (regex)\n    {entry.pattern}\n\nCause\n    {entry.cause}\n\nFix\n    {entry.fix}"
-              f"\n\nExample{where}\n{example}")
-        return EXIT_OK
-    width = max(len(e.id) for e in crashes.ERRORS) + 2
-    for entry in crashes.ERRORS:
-        lines = textwrap.wrap(entry.cause, width=100 - width - 2) or [""]
-        print(f"  {entry.id:<{width}}{lines[0]}")
-        for line in lines[1:]:
-            print(" " * (width + 2) + line)
-    print(f"\n{len(crashes.ERRORS)} known errors. Details: nndoctor codes --errors ID")
+    try:
+        if args.errors:
+            print(views.crash_doc(views.crash_entry(args.code)) if args.code else views.crash_table())
+        else:
+            print(views.code_docs(sorted(catalogue.resolve(args.code))) if args.code else views.code_table())
+    except KeyError as exc:  # an unknown code or error id: the message names the closest ones
+        raise UsageError(exc.args[0]) from None
     return EXIT_OK
 
 

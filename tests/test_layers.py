@@ -51,6 +51,7 @@ LAYERS = {
     "nndoctor.catalogue": CORE,
     "nndoctor.findings": CORE,
     "nndoctor.spec": CORE,
+    "nndoctor.setup_file": CORE,  # loads FILE[:FUNCTION] into a Setup
     "nndoctor.data": CORE,
     "nndoctor.sandbox": CORE,
     "nndoctor.context": CORE,
