@@ -36,7 +36,12 @@ def _low_loss(w: Any) -> list[Finding]:
 
 
 def _skipped(w: Any) -> list[Finding]:
-    if w.skipped < _MIN_SKIPPED or 2 * w.skipped < w.scaler_steps:
+    # A healthy scaler skips a run of steps at the start while its scale halves to the level the gradients fit
+    # (about 15 from 65536 when they are large). A collapse is most steps skipped after it had found a level,
+    # or a scale halved below 1: then the gradients overflow float16 even unscaled.
+    later, later_skipped = w.scaler_steps - w.leading_skipped, w.skipped - w.leading_skipped
+    collapsed = (later_skipped >= _MIN_SKIPPED and 2 * later_skipped >= later) or w.last_scale < 1
+    if w.skipped < _MIN_SKIPPED or 2 * w.skipped < w.scaler_steps or not collapsed:
         return []
     site = w.scaler_site or "GradScaler"
     return [Finding(

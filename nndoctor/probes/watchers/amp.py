@@ -13,6 +13,7 @@ from nndoctor.probes.watchers.base import Watcher, outside_nndoctor
 from nndoctor.probes.watchers.guarded import Patches
 
 LOW = (torch.float16, torch.bfloat16)
+_KEPT = 100_000  # scaler steps whose skip flag is kept (4 bytes each, on the scaler's device)
 
 
 class AmpWatcher(Watcher):
@@ -32,8 +33,9 @@ class AmpWatcher(Watcher):
         self._scaled_id: int | None = None  # scaler.scale's output: its input was judged already
         self.scaler_steps = 0
         self.scaler_site = ""
-        self._skipped: torch.Tensor | None = None  # device count of steps skipped for Inf/NaN gradients
+        self._skipped: list[torch.Tensor] = []  # per scaler step, a device flag: skipped for Inf/NaN gradients
         self.skipped = 0
+        self.leading_skipped = 0  # skipped before the first step that applied: the scale finding its level
         self.first_scale = float("nan")
         self.last_scale = float("nan")
         self._scaler: Any = None
@@ -83,7 +85,7 @@ class AmpWatcher(Watcher):
 
     # ----- GradScaler -----------------------------------------------------------------------------------
     def _after_step(self, result: Any, scaler, optimizer, *args: Any, **kwargs: Any) -> None:
-        if not scaler.is_enabled():
+        if not scaler.is_enabled() or (self._scaler is not None and scaler is not self._scaler):
             return
         state = scaler._per_optimizer_states[id(optimizer)]
         found = sum(v.to(scaler._scale.device).sum() for v in state["found_inf_per_device"].values())
@@ -95,15 +97,18 @@ class AmpWatcher(Watcher):
             self._scaler = scaler
             self.scaler_site = user_call_site(outside_nndoctor(sys._getframe(1)))[0]
             self._first_scale = scaler._scale.detach().clone()
-        self._skipped = found if self._skipped is None else self._skipped + found
+        if len(self._skipped) < _KEPT:
+            self._skipped.append(found)
 
     def on_run_end(self) -> None:
         self.stop()
         try:
             if self._low_bad is not None:
                 self.low_non_finite, self.low_last = int(self._low_bad), float(self._low_last)
-            if self._skipped is not None:
-                self.skipped = int(self._skipped)
+            if self._skipped:
+                flags = [bool(v) for v in torch.stack(self._skipped).tolist()]
+                self.skipped = sum(flags)
+                self.leading_skipped = next((i for i, f in enumerate(flags) if not f), len(flags))
                 self.first_scale = float(self._first_scale)
                 self.last_scale = float(self._scaler._scale)
         except Exception:
