@@ -209,8 +209,17 @@ def test_lightning_accumulation_with_clipping_is_silent():
 
 
 # ----- the real CLI on an unmodified script: each planted bug and the fixed script ------------------------------
-CLI = [("accumulation-reset", "GRD007", 30), ("not-averaged", "GRD008", 40), ("zero-before-step", "GRD006", 42),
-       ("clip-before-backward", "GRD009", 27)]
+def _line(after: str, text: str) -> int:
+    """The script's line number of the first ``text`` after the line holding ``after``."""
+    lines = open(SCRIPT).read().splitlines()
+    start = next(i for i, line in enumerate(lines) if after in line)
+    return next(i for i, line in enumerate(lines) if i > start and text in line) + 1
+
+
+CLI = [("accumulation-reset", "GRD007", _line('bug == "accumulation-reset"', "zero_grad")),
+       ("not-averaged", "GRD008", _line("", ".backward()")),
+       ("zero-before-step", "GRD006", _line('bug == "zero-before-step"', "zero_grad")),
+       ("clip-before-backward", "GRD009", _line('bug == "clip-before-backward"', "clip_grad_norm_"))]
 
 
 def _run(tmp_path, *args: str) -> dict:
