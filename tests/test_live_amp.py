@@ -153,3 +153,71 @@ def test_planted_mixed_precision_bug_through_the_cli(tmp_path, bug, codes):
 
 def test_the_fixed_mixed_precision_script_is_silent_through_the_cli(tmp_path):
     assert _run(tmp_path, "--amp")["findings"] == []
+
+
+# ----- a nanoGPT-style loop (karpathy/nanoGPT train.py's step): silent ---------------------------------------
+def _nanogpt_style(dtype: torch.dtype, compile_model: bool = False, steps: int = 5):
+    import math
+
+    class Block(nn.Module):
+        def __init__(self, d: int):
+            super().__init__()
+            self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+            self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+            self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d), nn.Dropout(0.1))
+
+        def forward(self, x):
+            b, t, d = x.shape
+            q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, 2, d // 2).permute(2, 0, 3, 1, 4)
+            y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=0.1 if self.training else 0)
+            x = x + self.proj(y.transpose(1, 2).reshape(b, t, d))
+            return x + self.mlp(self.ln2(x))
+
+    class GPT(nn.Module):
+        def __init__(self, vocab: int = 32, d: int = 32, t: int = 16):
+            super().__init__()
+            self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(t, d)
+            self.blocks, self.ln_f = nn.Sequential(Block(d), Block(d)), nn.LayerNorm(d)
+            self.head = nn.Linear(d, vocab, bias=False)
+            self.head.weight = self.wte.weight  # weight tying
+
+        def forward(self, idx, targets):
+            x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+            logits = self.head(self.ln_f(self.blocks(x)))
+            return logits, nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+    with nndoctor.Monitor() as mon:
+        torch.manual_seed(0)
+        data = torch.randint(0, 32, (4096,))
+        model = GPT()
+        decay = [p for p in model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in model.parameters() if p.dim() < 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                                lr=1e-3, betas=(0.9, 0.95))
+        scaler = torch.amp.GradScaler("cpu", enabled=dtype == torch.float16)
+        net = torch.compile(model) if compile_model else model
+        accum, warmup = 4, 2
+        for it in range(steps):
+            lr = 1e-3 * (it + 1) / warmup if it < warmup else 1e-4 + 0.5 * (1 + math.cos(math.pi * it / steps)) * 9e-4
+            for group in opt.param_groups:
+                group["lr"] = lr
+            for micro in range(accum):
+                ix = torch.randint(0, len(data) - 17, (8,))
+                x, y = torch.stack([data[i:i + 16] for i in ix]), torch.stack([data[i + 1:i + 17] for i in ix])
+                with torch.autocast("cpu", dtype=dtype):
+                    _, loss = net(x, y)
+                    loss = loss / accum
+                scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+    return mon
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16-scaler"])
+def test_a_nanogpt_style_loop_is_silent(dtype):
+    mon = _nanogpt_style(dtype)
+    assert _loud(mon.report()) == set(), mon.report().findings
+    assert mon.report().codes() & {"GRD006", "GRD007", "GRD008", "GRD009", "NUM006", "NUM007"} == set()

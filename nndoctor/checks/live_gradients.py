@@ -37,13 +37,32 @@ def _orphans(watcher: Any) -> list[Finding]:
         orphans = [name for name, p in named_parameters(root) if p.requires_grad and id(p) not in owned]
         if orphans:
             total = sum(1 for p in root.parameters() if p.requires_grad)
+            stale = _replaced(watcher, optimizers, root)
+            why = (f"; the optimizer still holds {stale} tensors the model no longer has: the module was replaced "
+                   "after the optimizer was built") if stale else ""
             found.append(Finding(
                 "GRD002", f"{len(orphans)} of {total} trainable parameters of the model are in no optimizer, "
-                f"so they never change: {', '.join(orphans[:5])}.",
+                f"so they never change: {', '.join(orphans[:5])}{why}.",
                 location="model." + orphans[0].rsplit(".", 1)[0] if "." in orphans[0] else "model",
-                evidence={"not_in_optimizer": orphans[:50], "trainable": total},
-                suggestions=["Build the optimizer from model.parameters() of the model you train."]))
+                evidence={"not_in_optimizer": orphans[:50], "trainable": total, "cause": "optimizer",
+                          **({"replaced_after_optimizer": stale} if stale else {})},
+                suggestions=["Build the optimizer after the model is complete (new heads, replaced layers), or "
+                             "add the new module's parameters: optimizer.add_param_group({'params': "
+                             "new_module.parameters()})." if stale else
+                             "Build the optimizer from model.parameters() of the model you train."]))
     return found
+
+
+def _replaced(watcher: Any, optimizers: list, root: Any) -> int:
+    """How many tensors the optimizers hold that belong to no watched model, when they also hold some of this
+    model's: parameters of a module replaced after the optimizer was built (an optimizer built for another
+    model holds none of this one's)."""
+    mine = {id(p) for p in root.parameters()}
+    live = {id(p) for r in watcher.run.roots.values() if r.ref() is not None for p in r.ref().parameters()}
+    held = [p for o in optimizers for p in watcher.run.trainable_params(o)]
+    if not any(id(p) in mine for p in held):
+        return 0
+    return sum(id(p) not in live for p in held)
 
 
 def _changed_none(watcher: Any) -> list[Finding]:
