@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=_positive_float, default=None, metavar="SECONDS",
                    help="time budget for the whole playbook (default 120)")
     p.add_argument("--memory", default=None, metavar="SIZE", help="device memory budget, e.g. 2GiB")
+    p.add_argument("--device", default=None, metavar="DEVICE",
+                   help="device the memory budget is for, e.g. cuda (need not be on this machine; default: the model's)")
     _add_code_filters(p)
 
     p = sub.add_parser("run", help="run an unmodified training script under observation")
@@ -127,6 +129,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         setup = load_setup(args.target)
     except SetupFileError as exc:
         raise UsageError(str(exc)) from None
+    if args.device is not None:
+        import torch
+
+        try:
+            setup.device = str(torch.device(args.device))
+        except (RuntimeError, TypeError):
+            raise UsageError(f"--device must name a torch device such as cuda or cpu, got {args.device!r}") from None
     with progress_display() as progress:
         try:
             report = check(setup, seed=args.seed, budget=args.budget or DEFAULT_BUDGET, select=args.select,

@@ -95,6 +95,12 @@ class Context:
                 return t.device
         return torch.device("cpu")
 
+    @property
+    def target_device(self) -> torch.device:
+        """The device training is meant for (``Setup.device``; by default where the model is). Memory
+        questions are answered for it; it need not be on this machine."""
+        return torch.device(self.setup.device) if self.setup.device else self.device
+
     # ----- data and steps -------------------------------------------------------------------
     def batches(self, limit: int | None = None, split: str = "train"):
         source = self.train if split == "train" else self.val

@@ -65,6 +65,7 @@ class Setup:
     reference_model: nn.Module | None = None
     trained: bool = False
     memory_budget: int | str | None = None
+    device: str | None = None  # the device training is meant for (e.g. "cuda"): memory-fit answers for it
 
     def __post_init__(self) -> None:
         from nndoctor.data import describe_unsupported
@@ -109,6 +110,11 @@ class Setup:
             raise SetupError("Setup.reference_model must be a torch.nn.Module")
         if self.memory_budget is not None:
             self.memory_budget = parse_size(self.memory_budget)
+        if self.device is not None:
+            try:
+                self.device = str(torch.device(self.device))
+            except (RuntimeError, TypeError):
+                raise SetupError(f"Setup.device must name a torch device such as 'cuda' or 'cpu', got {self.device!r}") from None
 
 
 _UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "M": 1000**2, "MB": 1000**2, "G": 1000**3, "GB": 1000**3,

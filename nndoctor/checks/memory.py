@@ -1,11 +1,15 @@
 """Out of memory (RUN004): does one training step fit the device, where does its memory go, what batch
 fits, and what would save the most.
 
-The budget is ``--memory SIZE`` / ``Setup(memory_budget=...)`` (on CPU it simulates a device of that
-size); on a GPU the memory this process can use is the default, and an out-of-memory crash of step 1
-(left unreported by ``one-training-step``) is analysed here instead of ending the run. Nothing is found
-by crashing repeatedly: two measured steps give the growth per sample, the largest batch that fits is
-extrapolated from it and then verified by measuring it and the next size up.
+The budget is ``--memory SIZE`` / ``Setup(memory_budget=...)`` for the target device (``--device`` /
+``Setup(device=...)``, by default where the model is; it need not be on this machine); on a GPU the
+memory this process can use is the default, and an out-of-memory crash of step 1 (left unreported by
+``one-training-step``) is analysed here instead of ending the run. Steps are traced with fake tensors
+(``probes/fake_memory.py``): nothing is allocated, so any batch size is instant. The user's batch and
+half of it give the growth per sample; the largest batch that fits is extrapolated from it and then
+traced, with the next size up. What a trace cannot see on CUDA (context, workspaces, fragmentation) is a
+stated margin. A step that fake tensors cannot trace (a data-dependent op, a custom op) is measured
+instead, by running it, and the finding says so.
 """
 from __future__ import annotations
 
@@ -13,21 +17,20 @@ import math
 import os
 import time
 import traceback
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from nndoctor import data as D
 from nndoctor.checks import SkipCheck, check
 from nndoctor.checks import run as _run  # noqa: F401  registers one-training-step first: its ctx.run_error is read here
+from nndoctor.checks.memory_remedies import Remedy, _micro_batch, _mib, _remedies  # noqa: F401  _micro_batch: tests
 from nndoctor.context import Context
 from nndoctor.probes.errors import classify
-from nndoctor.probes.memory import MiB, PeakModel, StepMemory, forward_saved_bytes, measure_step
+from nndoctor.probes.fake_memory import FakeStep, Margin, cuda_margin
+from nndoctor.probes.memory import PeakModel, StepMemory, forward_saved_bytes, measure_step
 
 MAX_REFINEMENTS = 8  # measurement rounds to pin the largest batch down (each measures one or two sizes)
-CONCENTRATION = 0.9  # a child holding this share of its parent's total (activations, parameters) is looked into
 
 
 @check("memory-fit", step="run", codes=("RUN004",), needs_run=False)
@@ -36,7 +39,7 @@ def memory_fit(ctx: Context) -> None:
     crashed = ctx.run_error is not None and classify(ctx.run_error, "step").kind == "memory"
     if ctx.run_error is not None and not crashed:
         raise SkipCheck("the training step failed for another reason (reported above)")
-    device = ctx.device
+    device = ctx.target_device
     budget, budget_source = _budget(ctx, device, crashed)
     if budget is None:
         raise SkipCheck("no memory budget: give `--memory SIZE` or Setup(memory_budget=...) to simulate a device")
@@ -44,8 +47,10 @@ def memory_fit(ctx: Context) -> None:
     if crashed:  # the crashed step's tensors are kept alive by its traceback's frames: free them first
         source = classify(ctx.run_error, "step").source
         traceback.clear_frames(ctx.run_error.__traceback__)
-        if device.type == "cuda":
+        if device.type == "cuda" and torch.cuda.is_available():
             torch.cuda.empty_cache()
+    # A budget read from the device excludes its CUDA context already; a stated size is the whole device.
+    margin = cuda_margin(device, context_in_budget=ctx.memory_budget is not None)
     sampler = _Sampler(ctx, device)
     if sampler.full < 1:
         raise SkipCheck("cannot tell the batch size of the first batch")
@@ -57,31 +62,36 @@ def memory_fit(ctx: Context) -> None:
     at_full = sampler.measured.get(full)
     peak = at_full.peak if at_full is not None else model.peak(full)
     ctx.extras["memory"] = {"budget_bytes": budget, "batch_size": full, "peak_bytes": int(peak),
-                            "bytes_per_sample": int(model.bytes_per_sample)}
-    if not crashed and peak <= budget:
+                            "margin_bytes": int(margin.of(peak)), "bytes_per_sample": int(model.bytes_per_sample),
+                            "method": sampler.method, **({"fallback": sampler.fallback} if sampler.fallback else {})}
+    usable = margin.usable(budget)
+    if not crashed and peak <= usable:
         return
-    largest, verified = sampler.largest_batch(budget, model)
-    _report(ctx, sampler, model, budget, budget_source, largest, verified, crashed, source)
+    largest, verified = sampler.largest_batch(usable, model)
+    _report(ctx, sampler, model, budget, budget_source, largest, verified, crashed, source, margin)
 
 
 def _budget(ctx: Context, device: torch.device, crashed: bool) -> tuple[int | None, str]:
     if ctx.memory_budget is not None:
         where = "simulated device" if device.type == "cpu" else str(device)
         return ctx.memory_budget, f"the {_mib(ctx.memory_budget)} budget ({where})"
-    if device.type == "cuda":
+    if device.type == "cuda" and torch.cuda.is_available():
         if not crashed:
             raise SkipCheck(f"one step ran on {device} without running out of memory")
         free, _total = torch.cuda.mem_get_info(device)
         usable = free + torch.cuda.memory_reserved(device)  # what this process holds is usable by training
         return usable, f"the {_mib(usable)} {device} can give this process"
-    if crashed:  # out of host memory
+    if crashed and device.type == "cpu":  # out of host memory
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         return available, f"the {_mib(available)} of free host memory"
     return None, ""
 
 
 class _Sampler:
-    """Measures steps of one model copy at chosen batch sizes (repeating the first batch's samples)."""
+    """Traces (or, as a fallback, measures) steps of one model copy at chosen batch sizes.
+
+    Traced steps run on fake tensors shaped like the first batch; measured ones repeat its samples.
+    """
 
     def __init__(self, ctx: Context, device: torch.device):
         self.ctx = ctx
@@ -90,28 +100,71 @@ class _Sampler:
         pair = ctx.pair(self.batch)
         # targets are batch-first even when inputs are not (sequence-first RNN inputs)
         self.full = D.batch_len(pair[1]) if pair and D.batch_len(pair[1]) else D.batch_len(self.batch)
-        self.model = ctx.fresh_model()
-        self.optimizer = ctx.optimizer_for(self.model)
         self.measured: dict[int, StepMemory] = {}
         self.failed: set[int] = set()  # sizes that ran out of real memory
         self.step_seconds = 0.0  # of the largest size measured, to stay within the time budget
+        self.fallback = ""  # why steps are measured rather than traced
+        self.fake: FakeStep | None = None
+        self.model = ctx.fresh_model()
+        try:
+            self.fake = FakeStep(self.model, ctx.optimizer_for, device)
+            self.optimizer = self.fake.optimizer
+        except Exception as exc:  # a parameter type fake tensors do not support: run steps instead
+            self._measure_instead(exc)
+
+    @property
+    def method(self) -> str:
+        return "fake-trace" if self.fake is not None else "measured"
+
+    @property
+    def how(self) -> str:
+        return "traced with fake tensors" if self.fake is not None else "measured"
+
+    def _measure_instead(self, exc: BaseException) -> None:
+        self.fallback = (f"fake tensors cannot trace this step ({type(exc).__name__}: {str(exc).strip()[:160]}); "
+                         f"steps were run and measured instead")
+        self.fake = None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            self.device = self.ctx.device  # no such device here: measure where the model is
+            self.fallback += f" on {self.device}"
+        self.model = self.ctx.fresh_model()
+        self.optimizer = self.ctx.optimizer_for(self.model)
+
+    def _loss(self, model: Any, batch: Any) -> Any:
+        return self.ctx.loss_of(model, batch)[0]
+
+    def _step(self, size: int) -> StepMemory:
+        outside = "step" if self.ctx.setup.step is not None else "loss"
+        if self.fake is not None:
+            return self.fake.trace(self.batch, size, self.full, self._loss, outside)
+        return measure_step(self.model, self.optimizer, _resize(self.batch, size, self.full), self._loss,
+                            batch_size=size, device=self.device, outside=outside)
+
+    def saved_bytes(self, size: int, autocast: bool = False) -> int:
+        """Bytes saved for backward by one forward pass and loss at ``size`` samples (under autocast: 16-bit)."""
+        kind = self.fake.traced_on.type if self.fake is not None else self.device.type
+        half = torch.float16 if kind == "cuda" and not torch.cuda.is_bf16_supported() else torch.bfloat16
+        with torch.autocast(kind, dtype=half, enabled=autocast):
+            if self.fake is not None:
+                return self.fake.saved_bytes(self.batch, size, self.full, self._loss)
+            return forward_saved_bytes(self.model, _resize(self.batch, size, self.full), self._loss)
 
     def measure(self, size: int) -> StepMemory | None:
         if size in self.measured or size in self.failed:
             return self.measured.get(size)
-        outside = "step" if self.ctx.setup.step is not None else "loss"
         started = time.monotonic()
         try:
-            result = measure_step(self.model, self.optimizer, _resize(self.batch, size, self.full),
-                                  lambda m, b: self.ctx.loss_of(m, b)[0],
-                                  batch_size=size, device=self.device, outside=outside)
+            result = self._step(size)
         except Exception as exc:
             info = classify(exc, "step")
+            if info.kind != "memory" and self.fake is not None and not self.measured:
+                self._measure_instead(exc)
+                return self.measure(size)
             if info.kind != "memory":
                 raise SkipCheck(f"the training step fails at batch {size}: {info.summary}") from exc
             traceback.clear_frames(exc.__traceback__)  # frees the failed step's tensors
             self.optimizer.zero_grad(set_to_none=True)
-            if self.device.type == "cuda":
+            if self.device.type == "cuda" and torch.cuda.is_available():
                 torch.cuda.empty_cache()
             self.failed.add(size)
             return None
@@ -193,18 +246,11 @@ def _resize(batch: Any, size: int, full: int) -> Any:
 
 
 # ----- the report ---------------------------------------------------------------------------------------
-@dataclass
-class Remedy:
-    key: str
-    saving: float  # bytes off the peak at the user's batch size
-    peak: float
-    fits: bool
-    text: str
-
 
 def _report(ctx: Context, sampler: _Sampler, model: PeakModel, budget: int, budget_source: str,
-            largest: int, verified: bool, crashed: bool, source: str) -> None:
+            largest: int, verified: bool, crashed: bool, source: str, margin: Margin) -> None:
     full = sampler.full
+    usable = margin.usable(budget)
     parts = model.parts(full)
     measured = sampler.measured.get(full)
     peak = measured.peak if measured is not None else model.peak(full)
@@ -213,12 +259,13 @@ def _report(ctx: Context, sampler: _Sampler, model: PeakModel, budget: int, budg
     heaviest = sorted(((p, b) for p, b in acts.items() if b > 0), key=lambda pb: -pb[1])[:5]
     consumers = ", ".join(f"{p} ({types.get(p, 'outside the model')}) {_mib(b)}" for p, b in heaviest[:3])
     optimizer = model.large.optimizer
-    how = "measured" if measured is not None else "estimated from smaller batches"
+    how = sampler.how if measured is not None else "estimated from smaller batches"
+    beyond = f" plus a margin of {_mib(margin.of(peak))} for what a trace cannot see" if margin.of(peak) else ""
     opening = f"One training step at batch {full} "
     if not crashed:
-        opening += f"needs {_mib(peak)} at its peak ({how}), more than {budget_source}."
-    elif peak > budget:
-        opening += (f"ran out of memory{f' (at {source})' if source else ''}: it needs about {_mib(peak)} ({how}), "
+        opening += f"needs {_mib(peak)} at its peak ({how}){beyond}, more than {budget_source}."
+    elif peak > usable:
+        opening += (f"ran out of memory{f' (at {source})' if source else ''}: it needs about {_mib(peak)} ({how}){beyond}, "
                     f"more than {budget_source}.")
     else:
         opening += (f"ran out of memory{f' (at {source})' if source else ''}, although the growth measured on smaller "
@@ -228,27 +275,34 @@ def _report(ctx: Context, sampler: _Sampler, model: PeakModel, budget: int, budg
                  + (f" (largest: {consumers})" if consumers else "")
                  + f", parameters {_mib(parts['parameters'] + parts['buffers'])}, "
                  f"gradients {_mib(parts['gradients'])}, optimizer state ({optimizer}) {_mib(parts['optimizer_state'])}, the batch {_mib(parts['inputs'])}, "
-                 f"temporaries {_mib(max(parts['transient'], parts['step_transient']))}.")
+                 f"temporaries {_mib(max(parts['transient'], parts['step_transient']))}"
+                 + (f"; margin for what a trace cannot see ({margin.text}) {_mib(margin.of(peak))}." if margin.text
+                    else "."))
     per_sample = model.bytes_per_sample
     if largest == 0:
         fit = f"Even a batch of 1 does not fit: the fixed part alone is about {_mib(model.peak(0))}."
     else:
         if verified:
             above = "out of memory" if largest + 1 in sampler.failed else _mib(sampler.peak(largest + 1))
-            checked = f"measured: {_mib(sampler.peak(largest))} at {largest}, {above} at {largest + 1}"
+            checked = f"{sampler.how}: {_mib(sampler.peak(largest))} at {largest}, {above} at {largest + 1}"
         else:
-            checked = f"measured {_mib(sampler.peak(largest))}; the time budget left {largest + 1} unmeasured"
+            checked = f"{sampler.how}: {_mib(sampler.peak(largest))}; the time budget left {largest + 1} unchecked"
         fit = (f"Memory grows by {_mib(per_sample)} per sample; the largest batch that fits is {largest} ({checked}).")
     # After a real out-of-memory below the budget, only what was measured to run is known to fit.
-    limit = budget if peak > budget or not largest else sampler.peak(largest)
+    limit = usable if peak > usable or not largest else sampler.peak(largest)
     remedies = sorted(_remedies(sampler, model, limit, largest, peak), key=lambda r: -r.saving)
     ctx.emit(
         "RUN004",
-        " ".join([opening, breakdown, fit]),
+        " ".join([opening, breakdown, fit] + ([f"({sampler.fallback}.)"] if sampler.fallback else [])),
         location=next((p for p, _ in heaviest if p.startswith("model")), "model"),
         evidence={
             "device": str(sampler.device),
+            "method": sampler.method,
+            **({"fallback": sampler.fallback} if sampler.fallback else {}),
+            **({"traced_with": sampler.fake.kernels} if sampler.fake is not None and sampler.fake.kernels else {}),
             "budget_bytes": int(budget),
+            "margin_bytes": int(margin.of(peak)),
+            "margin": margin.text,
             "batch_size": full,
             "peak_bytes": int(peak),
             "peak_measured": measured is not None,
@@ -285,7 +339,8 @@ def _report_nothing_fits(ctx: Context, sampler: _Sampler, budget: int, budget_so
         f"parameters alone take {_mib(weights)}, their gradients {_mib(trainable)}, and an Adam-like optimizer "
         f"twice that again.",
         location="model",
-        evidence={"device": str(sampler.device), "budget_bytes": int(budget), "batch_size": sampler.full,
+        evidence={"device": str(sampler.device), "method": sampler.method, "budget_bytes": int(budget),
+                  "batch_size": sampler.full,
                   "parameters_bytes": weights, "gradients_bytes": trainable, "largest_batch": 0,
                   "largest_batch_verified": True},
         suggestions=["Freeze the parts you do not need to train (`requires_grad_(False)`): no gradients or "
@@ -293,183 +348,3 @@ def _report_nothing_fits(ctx: Context, sampler: _Sampler, budget: int, budget_so
                      "Keep the weights in bf16, use an 8-bit or stateless optimizer, or shard/offload the model "
                      "(FSDP, DeepSpeed ZeRO) across devices."],
     )
-
-
-def _remedies(sampler: _Sampler, model: PeakModel, budget: float, largest: int, peak: float) -> list[Remedy]:
-    full = sampler.full
-    parts = model.parts(full)
-    found: list[Remedy] = []
-
-    def add(key: str, new_peak: float, text: str) -> None:
-        saving = peak - new_peak
-        if saving > 0.01 * peak:
-            fits = new_peak <= budget
-            outcome = f"peak {_mib(new_peak)}, {'fits' if fits else 'still over'} the budget"
-            found.append(Remedy(key, saving, new_peak, fits, f"{text} Saves about {_mib(saving)} ({outcome})."))
-
-    if largest >= 1:
-        micro, steps = _micro_batch(full, largest)
-        new = sampler.peak(micro) if micro in sampler.measured else model.peak(micro)
-        batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in sampler.model.modules())
-        add("batch-and-accumulation", new,
-            f"Batch {micro} with {steps} gradient-accumulation steps keeps the effective batch ({micro * steps}): "
-            f"divide the loss by {steps} and call `optimizer.step()`/`zero_grad()` every {steps} batches"
-            + (f" (batch-norm then sees {micro} samples per batch)." if batchnorm else "."))
-    plan = _checkpoint_plan(sampler.model, model, full)
-    if plan is not None:
-        forward_backward, text = plan
-        add("activation-checkpointing", model.peak(full, activations=forward_backward, transient=0.0), text)
-    half = _mixed_precision_activations(sampler, model)
-    if half is not None:
-        add("mixed-precision", model.peak(full, activations=half),
-            f"Mixed precision stores most activations in 16 bits (measured: {_mib(half)} instead of "
-            f"{_mib(parts['activations'])}): `with torch.autocast('{sampler.device.type}', dtype=torch.bfloat16):` "
-            "around the forward and loss (float16 on older GPUs, with `torch.amp.GradScaler`).")
-    _optimizer_remedy(sampler, model, parts, add)
-    _freezing_remedy(sampler, model, parts, add)
-    return found
-
-
-def _mixed_precision_activations(sampler: _Sampler, model: PeakModel) -> float | None:
-    """Activations saved under autocast at the user's batch size, from one measured forward pass (None: fails)."""
-    size = model.large.batch_size
-    half = torch.bfloat16 if sampler.device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
-    try:
-        with torch.autocast(sampler.device.type, dtype=half):
-            saved = forward_saved_bytes(sampler.model, _resize(sampler.batch, size, sampler.full),
-                                        lambda m, b: sampler.ctx.loss_of(m, b)[0])
-    except Exception:  # an op without a 16-bit kernel here, or out of memory: no estimate
-        return None
-    return saved * sum(model.activations(sampler.full).values()) / max(1, model.large.activation_bytes)
-
-
-def _micro_batch(full: int, largest: int) -> tuple[int, int]:
-    """A batch that fits and the accumulation steps that restore ``full``: a divisor of it when one is close."""
-    divisor = max(d for d in range(1, min(full, largest) + 1) if full % d == 0)
-    if 2 * divisor >= largest:
-        return divisor, full // divisor
-    steps = math.ceil(full / largest)
-    return math.ceil(full / steps), steps
-
-
-def _optimizer_remedy(sampler: _Sampler, model: PeakModel, parts: dict[str, float], add: Any) -> None:
-    elements = sum(p.numel() for p in sampler.model.parameters() if p.requires_grad)
-    state = parts["optimizer_state"]
-    if not elements or state / elements <= 2.5:  # already 8-bit-like or stateless
-        return
-    eight_bit = 2 * elements  # two 8-bit states per parameter
-    text = (f"A lighter optimizer state: {model.large.optimizer} keeps {state / elements:.0f} bytes per parameter "
-            f"({_mib(state)}); 8-bit Adam (`bitsandbytes.optim.Adam8bit`) keeps 2")
-    if state / elements > 4.5:
-        text += f", SGD with momentum 4 (saves {_mib(state - 4 * elements)}), plain SGD none."
-    else:
-        text += ", plain SGD none."
-    add("lighter-optimizer", model.peak(sampler.full, optimizer_state=eight_bit), text)
-
-
-def _freezing_remedy(sampler: _Sampler, model: PeakModel, parts: dict[str, float], add: Any) -> None:
-    """Freeze the top-level part whose gradients and optimizer state (and activations) weigh most.
-
-    The last part run (the head) is never proposed. A part that runs before any other trainable module
-    needs no backward pass at all once frozen, so its saved activations go too.
-    """
-    prefix, container = _descend(sampler.model, lambda m: sum(p.numel() for p in m.parameters() if p.requires_grad))
-    order = model.large.order
-    named = [(f"{prefix}.{n}", child) for n, child in container.named_children()]
-    named = [(path, child) for path, child in named if path in order and _trainable(child)]
-    named.sort(key=lambda pc: order.index(pc[0]))
-    if len(named) < 2:
-        return
-    param_names = {id(p): n for n, p in sampler.model.named_parameters()}
-    trainable_calls = [order.index(f"model.{q}".rstrip(".")) for q, m in sampler.model.named_modules()
-                       if f"model.{q}".rstrip(".") in order and _trainable(m, recurse=False)]
-    state, grads = model.large.state_by_parameter, model.large.grad_by_parameter
-    acts = model.activations(sampler.full)
-    best = None
-    for path, child in named[:-1]:
-        own = [param_names[id(p)] for p in child.parameters() if p.requires_grad and id(p) in param_names]
-        inside = [i for i, q in enumerate(order) if q == path or q.startswith(path + ".")]
-        first = min(trainable_calls) >= min(inside)  # no trainable module runs before it
-        held = sum(b for p, b in acts.items() if p == path or p.startswith(path + ".")) if first else 0.0
-        new = model.peak(sampler.full, gradients=parts["gradients"] - sum(grads.get(n, 0) for n in own),
-                         optimizer_state=parts["optimizer_state"] - sum(state.get(n, 0) for n in own),
-                         activations=parts["activations"] - held)
-        if best is None or new < best[0]:
-            best = (new, path, sum(p.numel() for p in child.parameters()), first)
-    new, path, count, first = best
-    add("freeze-parts", new,
-        f"Freeze {path} ({count:,} parameters) if it is pretrained: `requires_grad_(False)` removes its "
-        "gradients and optimizer state" + (" and, as it runs first, its saved activations." if first else "."))
-
-
-def _trainable(module: nn.Module, recurse: bool = True) -> bool:
-    return any(p.requires_grad for p in module.parameters(recurse=recurse))
-
-
-def _descend(module: nn.Module, weight: Any, prefix: str = "model") -> tuple[str, nn.Module]:
-    """From ``module`` down through children that hold nearly all of ``weight``: the level where it splits."""
-    while True:
-        children = list(module.named_children())
-        total = weight(module)
-        heavy = [(n, c) for n, c in children if total and weight(c) >= CONCENTRATION * total]
-        if len(heavy) != 1:
-            return prefix, module
-        name, module = heavy[0]
-        prefix = f"{prefix}.{name}"
-
-
-def _checkpoint_plan(net: nn.Module, model: PeakModel, full: int) -> tuple[float, str] | None:
-    """The forward/backward bytes with the activation-holding blocks checkpointed, and how to do it.
-
-    Blocks are cut into segments of consecutive blocks; every segment but the last keeps only its input
-    (as ``checkpoint_sequential`` does) and runs again in the backward pass, where its activations live
-    next to the inputs kept before it and the usual gradient temporaries. The segment length with the
-    lowest peak wins.
-    """
-    acts = model.activations(full)
-    inputs = model.module_inputs(full)
-    transient = model.parts(full)["transient"]
-
-    def held(path: str) -> float:
-        return sum(b for p, b in acts.items() if p == path or p.startswith(path + "."))
-
-    paths = {id(m): (f"model.{p}" if p else "model") for p, m in net.named_modules()}
-    prefix, container = _descend(net, lambda m: held(paths[id(m)]))
-    order = model.large.order
-    units = [paths[id(c)] for _, c in container.named_children() if paths[id(c)] in order and held(paths[id(c)]) > 0]
-    units.sort(key=order.index)
-    if len(units) < 2:
-        return None
-    elsewhere = sum(acts.values()) - sum(held(u) for u in units)  # activations outside the blocks stay
-    best_peak, best_length = sum(acts.values()) + transient, 0
-    for length in range(1, len(units)):
-        segments = [units[i:i + length] for i in range(0, len(units), length)]
-        kept = [inputs.get(seg[0], 0.0) for seg in segments[:-1]]
-        forward = elsewhere + sum(kept) + sum(held(u) for u in segments[-1]) + transient
-        recompute = max(elsewhere + sum(kept[:j + 1]) + sum(held(u) for u in seg) + transient
-                        for j, seg in enumerate(segments[:-1]))
-        if max(forward, recompute) < best_peak:
-            best_peak, best_length = max(forward, recompute), length
-    if not best_length:
-        return None
-    heaviest = ", ".join(sorted(units, key=lambda u: -held(u))[:3])
-    n_segments = math.ceil(len(units) / best_length)
-    if best_length == 1:
-        how = (f"wrap each block of {prefix} but the last in `torch.utils.checkpoint.checkpoint(block, x, "
-               f"use_reentrant=False)` (heaviest: {heaviest})")
-    elif isinstance(container, nn.Sequential):
-        how = (f"`torch.utils.checkpoint.checkpoint_sequential({prefix}, segments={n_segments}, input=x, "
-               f"use_reentrant=False)` (heaviest layers: {heaviest})")
-    else:
-        how = (f"checkpoint {n_segments - 1} groups of {best_length} consecutive blocks of {prefix} "
-               f"(heaviest: {heaviest})")
-    if hasattr(net, "gradient_checkpointing_enable"):  # Hugging Face models checkpoint their own layers
-        how = f"`model.gradient_checkpointing_enable()`, or {how}"
-    return best_peak, (f"Activation checkpointing keeps only block inputs and recomputes the rest in the backward "
-                       f"pass (about one more forward pass of compute): {how}.")
-
-
-def _mib(n: float) -> str:
-    if abs(n) < 0.1 * MiB:
-        return f"{n / 1024:,.1f} KiB"
-    return f"{n / MiB:,.1f} MiB"
