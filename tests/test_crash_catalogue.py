@@ -2,6 +2,7 @@
 that quote it."""
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import re
 import warnings
@@ -209,6 +210,31 @@ def test_inplace_crash_is_run005_with_the_known_error_and_its_query(inplace):
     text = render_text(nndoctor.check(Setup(model=SigmoidNet(True), train_data=data(), loss_fn=nn.CrossEntropyLoss()),
                                       select="RUN", budget=20))
     assert "search:" in text and "modified by an inplace operation" in text
+
+
+@pytest.mark.parametrize("inplace", [True, False], ids=["planted", "clean-twin"])
+def test_live_crash_names_the_known_error_and_its_query(inplace):
+    """The Monitor on the user's own loop: the crash that ends training quotes the catalogue too."""
+    torch.manual_seed(0)
+    model = SigmoidNet(inplace)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = data()
+    with pytest.raises(RuntimeError) if inplace else contextlib.nullcontext():
+        with nndoctor.Monitor(model, opt) as mon:
+            for _ in range(2):
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    found = [f for f in mon.report().findings if f.code.startswith("RUN")]
+    if not inplace:
+        assert found == []
+        return
+    (f,) = found
+    assert f.code == "RUN005" and "test_crash_catalogue.py" in f.location
+    assert f.evidence["known_error"] == "inplace-modified-saved-tensor"
+    assert "Likely cause: an in-place operation" in f.message
+    assert f.suggestions[-1] == "Search: " + f.evidence["search_query"]
 
 
 @pytest.mark.parametrize("broken", [True, False], ids=["planted", "clean-twin"])
