@@ -221,3 +221,31 @@ def test_a_nanogpt_style_loop_is_silent(dtype):
     mon = _nanogpt_style(dtype)
     assert _loud(mon.report()) == set(), mon.report().findings
     assert mon.report().codes() & {"GRD006", "GRD007", "GRD008", "GRD009", "NUM006", "NUM007"} == set()
+
+
+# ----- NaN/Inf under autocast: the replay of the step runs under the same autocast -----------------------------
+class _Overflows(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.out = nn.Linear(10, 16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = self.fc(x)
+        h = h * torch.exp(h * 8)  # above 11 exp overflows float16, not float32
+        return self.out(h / h.sum(1, keepdim=True).abs().clamp_min(1))
+
+
+def test_a_float16_overflow_under_autocast_is_located_at_its_op():
+    with nndoctor.Monitor() as mon:
+        torch.manual_seed(0)
+        x, y = torch.randn(128, 10) * 3, torch.randint(0, 3, (128,))
+        model = _Overflows()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        for i in range(3):
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.float16):
+                out = model(x[i * 32:(i + 1) * 32])
+            nn.functional.cross_entropy(out.float(), y[i * 32:(i + 1) * 32]).backward()
+            opt.step()
+    (f,) = mon.report().by_code("NUM001")
+    assert f.evidence["op"] == "exp" and "test_live_amp.py:" in f.location

@@ -3,8 +3,9 @@ the steps a GradScaler skipped because its gradients held Inf/NaN. Device-side c
 the hot path), read once at the end of the run."""
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -13,6 +14,7 @@ from nndoctor.probes.watchers.base import Watcher, outside_nndoctor
 from nndoctor.probes.watchers.guarded import Patches
 
 LOW = (torch.float16, torch.bfloat16)
+_DEVICES = ("cpu", "cuda")
 _KEPT = 100_000  # scaler steps whose skip flag is kept (4 bytes each, on the scaler's device)
 
 
@@ -55,6 +57,11 @@ class AmpWatcher(Watcher):
 
     def stop(self) -> None:
         self._patches.undo()
+
+    # ----- the autocast state of training forwards (a replay of the step runs under the same) ---------------
+    def on_forward(self, module, inputs, kwargs, training_step: bool) -> None:
+        if training_step:
+            self.run.autocast = tuple((d, torch.get_autocast_dtype(d)) for d in _DEVICES if torch.is_autocast_enabled(d))
 
     # ----- the loss -----------------------------------------------------------------------------------
     def _loss(self, loss: torch.Tensor) -> None:
@@ -119,3 +126,13 @@ class AmpWatcher(Watcher):
         if self.scaler_steps:
             parts.append(f"GradScaler: {self.skipped} of {self.scaler_steps} steps skipped")
         return "; ".join(parts)
+
+
+@contextlib.contextmanager
+def replay_autocast(run: Any) -> Iterator[None]:
+    """Autocast as it was at the last training forward (so that an op that overflows in float16 overflows
+    again in a replay of the step, which runs outside the user's autocast block)."""
+    with contextlib.ExitStack() as stack:
+        for device, dtype in getattr(run, "autocast", ()):
+            stack.enter_context(torch.autocast(device, dtype=dtype))
+        yield

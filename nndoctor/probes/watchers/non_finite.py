@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from nndoctor.probes.watchers.base import Watcher
+from nndoctor.probes.watchers.amp import replay_autocast
 
 
 class NonFiniteWatcher(Watcher):
@@ -36,7 +37,7 @@ class NonFiniteWatcher(Watcher):
         run.replaying = True
         try:
             replica = copy.deepcopy(module)
-            with torch.no_grad(), FirstNonFinite(replica) as probe:
+            with torch.no_grad(), replay_autocast(run), FirstNonFinite(replica) as probe:  # fp16 overflows again
                 replica(*inputs, **kwargs)
             births = probe.births
         except Exception:
