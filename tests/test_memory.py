@@ -1,8 +1,13 @@
 """The memory probe against slow, obvious references, and RUN004's claims against fresh measurements."""
 from __future__ import annotations
 
+import copy
+import json
 import math
 import re
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -10,9 +15,11 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint_sequential
 
 import nndoctor
-from cases.mem_cases import IMAGE_BUDGET, large_images
+from torch._subclasses.fake_tensor import FakeTensor
+from cases.mem_cases import IMAGE_BUDGET, WIDE_BUDGET, large_images, wide_images
 from helpers import run_checked
 from nndoctor.checks.memory import _micro_batch
+from nndoctor.probes.fake_memory import CUDA_CONTEXT, FakeStep
 from nndoctor.probes.memory import PeakModel, SavedActivations, measure_step
 from nndoctor.spec import parse_size
 
@@ -240,3 +247,173 @@ def test_no_budget_on_cpu_skips_with_a_reason():
     [record] = [c for c in report.checks if c.name == "memory-fit"]
     assert record.status == "skipped" and "--memory" in record.detail
     assert not report.findings
+
+
+# ----- fake-tensor traces ------------------------------------------------------------------------------
+def _mlp_and_batch(n: int = 256):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+    return model, (torch.randn(n, 64), torch.randint(0, 10, (n,)))
+
+
+def test_traced_mlp_step_is_within_15_percent_of_the_measured_peak():
+    model, batch = _mlp_and_batch()
+    adam = lambda m: torch.optim.Adam(m.parameters(), lr=1e-3)  # noqa: E731
+    fake = FakeStep(copy.deepcopy(model), adam, CPU)
+    traced = [fake.trace(batch, 256, 256, cross_entropy_step) for _ in range(2)]  # a first and a steady step
+    optimizer = adam(model)
+    measured = [measure_step(model, optimizer, batch, cross_entropy_step, batch_size=256, device=CPU) for _ in range(2)]
+    for t, m in zip(traced, measured):
+        assert t.peak == pytest.approx(m.peak, rel=0.15)
+        assert t.activations == m.activations and t.optimizer_state == m.optimizer_state
+
+
+def test_traced_transient_peak_holds_parameters_gradients_and_optimizer_state():
+    model, batch = _mlp_and_batch()
+    fake = FakeStep(model, lambda m: torch.optim.Adam(m.parameters(), lr=1e-3), CPU)
+    first = fake.trace(batch, 256, 256, cross_entropy_step)
+    # the update of a first step holds the gradients and the state it creates, next to the parameters
+    assert first.parameters + first.step_peak >= first.parameters + first.gradients + first.optimizer_state > 0
+    assert first.peak >= first.parameters + first.gradients + first.optimizer_state
+
+
+def test_a_trace_allocates_no_batch_and_leaves_the_real_model_alone():
+    model, batch = _mlp_and_batch()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fake = FakeStep(copy.deepcopy(model), lambda m: torch.optim.SGD(m.parameters(), lr=0.1), CPU)
+    step = fake.trace(batch, 100_000, 256, cross_entropy_step)  # ~400 MiB of activations: shapes only
+    assert step.inputs == 100_000 * (64 * 4 + 8) and step.activation_bytes > 100_000 * 512 * 4
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def _forward_inputs(setup):
+    """Record the inputs the model's copies are called with (hooks travel with the copies)."""
+    seen: list[tuple[bool, int]] = []  # (fake, batch) of every forward that builds a graph (training forwards)
+    setup.model.register_forward_pre_hook(
+        lambda m, args: seen.append((isinstance(args[0], FakeTensor), args[0].shape[0])) if torch.is_grad_enabled()
+        else None)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def wide():
+    setup = wide_images(64)
+    seen = _forward_inputs(setup)
+    calls = []
+    import nndoctor.checks.memory as memory_check
+
+    real = memory_check.measure_step
+    memory_check.measure_step = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        report = run_checked(setup, select=["RUN004"])
+    finally:
+        memory_check.measure_step = real
+    return report, seen, calls
+
+
+def test_128px_cnn_over_512mib_is_named_by_a_trace_without_a_real_step_at_full_size(wide):
+    report, seen, measured_steps = wide
+    [finding] = report.by_code("RUN004")
+    ev = finding.evidence
+    assert ev["method"] == "fake-trace" and not measured_steps
+    budget = parse_size(WIDE_BUDGET)
+    assert ev["peak_bytes"] > budget and ev["largest_batch_verified"]
+    largest = ev["largest_batch"]
+    assert ev["measured_peaks"][largest] <= budget < ev["measured_peaks"][largest + 1]
+    assert finding.location.startswith("model.features")
+    assert ev["activations_bytes"] > 0.5 * ev["peak_bytes"] and "Breakdown:" in finding.message
+    # the only real training forward is step 1's (one-training-step); memory-fit's ran on fake tensors
+    assert [n for fake, n in seen if not fake] == [64]
+    assert {64, 32, largest, largest + 1} <= {n for fake, n in seen if fake}
+
+
+def test_the_same_cnn_at_batch_32_is_silent_by_a_trace():
+    report = run_checked(wide_images(32), select=["RUN004"])
+    assert "RUN004" not in report.codes()
+    memory = report.meta["extras"]["memory"]
+    assert memory["method"] == "fake-trace" and memory["peak_bytes"] <= parse_size(WIDE_BUDGET)
+
+
+class DataDependent(nn.Module):
+    """Scales by a value read from the data (``.item()``): fake tensors have no values to read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(256, 256)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) / (1.0 + x.abs().max().item())
+
+
+def test_a_step_fake_tensors_cannot_trace_is_measured_instead_and_says_so():
+    torch.manual_seed(0)
+    setup = nndoctor.Setup(model=DataDependent(), train_data=(torch.randn(512, 256), torch.randn(512, 256)),
+                           loss_fn=nn.MSELoss(), batch_size=512, memory_budget="1MiB")
+    report = run_checked(setup, select=["RUN004"])
+    [finding] = report.by_code("RUN004")
+    assert finding.evidence["method"] == "measured" and "fake tensors cannot trace" in finding.evidence["fallback"]
+    assert "fake tensors cannot trace" in finding.message
+
+
+TRANSFORMER_SETUP = """
+    import torch
+    from torch import nn
+    import nndoctor
+
+    class TinyLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(1000, 256)
+            layer = nn.TransformerEncoderLayer(256, 4, 1024, batch_first=True)
+            self.encoder = nn.TransformerEncoder(layer, 4, enable_nested_tensor=False)
+            self.head = nn.Linear(256, 1000)
+
+        def forward(self, tokens):
+            return self.head(self.encoder(self.embed(tokens)))
+
+    def setup():
+        torch.manual_seed(0)
+        tokens = torch.randint(0, 1000, (64, 64))
+        return nndoctor.Setup(model=TinyLM(), train_data=(tokens, tokens), batch_size=64,
+                              loss_fn=lambda logits, t: nn.functional.cross_entropy(logits.flatten(0, 1), t.flatten()),
+                              optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3))
+"""
+
+
+def _cli_check(tmp_path, *args):
+    path = tmp_path / "lm.py"
+    path.write_text(textwrap.dedent(TRANSFORMER_SETUP))
+    out = tmp_path / "r.json"
+    done = subprocess.run([sys.executable, "-m", "nndoctor", "check", str(path), "--select", "RUN004",
+                           "--json", str(out), *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode in (0, 1), done.stderr
+    return json.loads(out.read_text())
+
+
+def test_cli_device_cuda_24gb_on_a_cpu_machine_answers_for_a_transformer(tmp_path):
+    doc = _cli_check(tmp_path, "--device", "cuda", "--memory", "24GB")
+    assert not [f for f in doc["findings"] if f["code"] == "RUN004"]  # ~0.5 GiB plus margin: fits
+    [record] = [c for c in doc["checks"] if c["name"] == "memory-fit"]
+    assert record["status"] == "passed"
+
+
+def test_device_cuda_gives_the_largest_batch_with_the_margin_stated():
+    torch.manual_seed(0)
+    namespace: dict = {}
+    exec(textwrap.dedent(TRANSFORMER_SETUP), namespace)
+    setup = namespace["setup"]()
+    setup.device, setup.memory_budget = "cuda", parse_size("1GB")
+    report = run_checked(setup, select=["RUN004"])
+    [finding] = report.by_code("RUN004")
+    ev = finding.evidence
+    assert ev["device"] == "cuda" and ev["method"] == "fake-trace"
+    assert ev["margin_bytes"] > CUDA_CONTEXT and "CUDA context" in finding.message
+    if not torch.cuda.is_available():
+        assert "cpu kernels" in ev["traced_with"]
+    largest, budget = ev["largest_batch"], parse_size("1GB")
+    assert 1 <= largest < 64 and ev["largest_batch_verified"]
+
+    def with_margin(peak: int) -> float:
+        return peak * 1.05 + (ev["margin_bytes"] - 0.05 * ev["peak_bytes"])
+
+    assert with_margin(ev["measured_peaks"][largest]) <= budget < with_margin(ev["measured_peaks"][largest + 1])
