@@ -1,18 +1,22 @@
-"""RUN004's peak estimate against measured peaks, for an MLP, a CNN and a small transformer.
+"""RUN004's fake-traced peak against measured peaks, for an MLP, a CNN and a small transformer.
 
-For each model the estimate comes from two steps at small batch sizes (target/8 and target/4): the
-measured growth per sample, extrapolated to the target batch. It is compared with:
-- the allocator's peak of a real step at the target batch (on CPU from the profiler's allocation
-  events, on CUDA from ``torch.cuda.max_memory_allocated``), and
-- on CPU, an independent reading: the rise of the process's resident set during that step (sampled
-  every 0.5 ms, after two warm-up steps), in a fresh subprocess where glibc returns large freed
-  blocks to the system at once. Sampling can miss a spike shorter than that: a lower bound.
+For each model and three batch sizes, one Adam step is traced with fake tensors (``FakeStep``: nothing
+is allocated; the time it took is printed) and compared with:
+- the allocator's peak of a real step at that batch (on CPU from the profiler's allocation events, on
+  CUDA from ``torch.cuda.max_memory_allocated``): the steady-state peak of ``measure_step``, and
+- with ``--rss``, on CPU, an independent reading at the largest batch: the rise of the process's
+  resident set during that step (sampled every 0.5 ms, after two warm-up steps), in a fresh subprocess
+  where glibc returns large freed blocks to the system at once. Sampling can miss a spike shorter than
+  that: a lower bound.
+The last column extrapolates the largest batch's peak from traces at the two smaller batches
+(``PeakModel``), as RUN004 finds the largest batch that fits.
 
-Run: ``python bench/bench_memory.py [--device cuda]``. Prints MiB and the estimate's error.
+Run: ``python bench/bench_memory.py [--device cuda] [--rss]``. Prints MiB and the estimate's error.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import subprocess
@@ -23,6 +27,7 @@ import time
 import torch
 from torch import nn
 
+from nndoctor.probes.fake_memory import FakeStep
 from nndoctor.probes.memory import MiB, PeakModel, measure_step, storage_bytes
 
 
@@ -45,7 +50,7 @@ def mlp():
 
 
 def mlp_large_batch():
-    """Small weights, huge batch: at target/8 the gradients set the peak, at the target the activations do."""
+    """Small weights, huge batch: at small batches the update (gradients) sets the peak, at 4096 the activations."""
     model = nn.Sequential(nn.Linear(512, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
     return model, lambda n: (torch.randn(n, 512), torch.randint(0, 10, (n,))), nn.functional.cross_entropy, 4096
 
@@ -88,24 +93,37 @@ def build(name: str, device: torch.device):
     return model, optimizer, batch, loss_of, target
 
 
-def estimate_and_measure(name: str, device: torch.device) -> dict:
-    model, optimizer, batch, loss_of, target = build(name, device)
-    small, large = (measure_step(model, optimizer, batch(n), loss_of, batch_size=n, device=device)
-                    for n in (target // 8, target // 4))
-    estimate = PeakModel(small, large).peak(target)
-    measured = measure_step(model, optimizer, batch(target), loss_of, batch_size=target, device=device)
-    return {"estimate": estimate, "measured": measured.peak, "activations": measured.activation_bytes,
-            "resident": measured.resident}
+SIZES = {"mlp": (256, 1024, 4096), "mlp-big-batch": (1024, 2048, 4096), "cnn": (16, 32, 64),
+         "transformer": (16, 32, 64)}
+
+
+def trace_and_measure(name: str, device: torch.device) -> list[dict]:
+    """Per batch size: the traced steady-state peak (a second traced step), its seconds, the measured peak."""
+    model, optimizer, batch, loss_of, _target = build(name, device)
+    fake = FakeStep(copy.deepcopy(model), lambda m: torch.optim.Adam(m.parameters(), lr=1e-3), device)
+    rows, traced = [], {}
+    for n in SIZES[name]:
+        example = batch(2)  # the trace needs the batch's shapes only: two samples stand for n
+        started = time.perf_counter()
+        fake.trace(example, n, 2, loss_of)  # a first step creates the optimizer state
+        traced[n] = fake.trace(example, n, 2, loss_of)
+        seconds = time.perf_counter() - started
+        measure_step(model, optimizer, batch(n), loss_of, batch_size=n, device=device)
+        measured = measure_step(model, optimizer, batch(n), loss_of, batch_size=n, device=device)
+        rows.append({"batch": n, "traced": traced[n].peak, "seconds": seconds, "measured": measured.peak})
+    small, middle, large = SIZES[name]
+    rows[-1]["extrapolated"] = PeakModel(traced[small], traced[middle]).peak(large)
+    return rows
 
 
 def rss_peak(name: str) -> float:
-    """Child process: the rise of the resident set during a step at the target batch, sampled every 0.5 ms.
+    """Child process: the rise of the resident set during a step at the largest batch, sampled every 0.5 ms.
 
-    Two warm-up steps at the target first: the first touch of kernels' code and thread buffers raises the
+    Two warm-up steps at that batch first: the first touch of kernels' code and thread buffers raises the
     resident set once and would otherwise be counted.
     """
-    model, optimizer, batch, loss_of, target = build(name, torch.device("cpu"))
-    full = batch(target)
+    model, optimizer, batch, loss_of, _target = build(name, torch.device("cpu"))
+    full = batch(SIZES[name][-1])
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -150,23 +168,27 @@ def rss_in_subprocess(name: str) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rss", action="store_true", help="also read the resident set of a step (CPU, largest batch)")
     parser.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
         print(json.dumps(rss_peak(args.rss_child)))
         return
     device = torch.device(args.device)
-    print(f"peak of one Adam step at the target batch, estimated from batches target/8 and target/4 ({device})")
-    header = f"{'model':14s} {'estimate':>10s} {'allocator':>10s} {'error':>7s}"
-    print(header + (f"  {'rss':>10s} {'error':>7s}" if device.type == "cpu" else ""))
+    print(f"peak of one Adam step (steady state), fake-traced vs measured ({device})")
+    print(f"{'model':14s} {'batch':>6s} {'traced':>10s} {'seconds':>8s} {'measured':>10s} {'error':>7s}"
+          f"  {'from 2 traces':>13s}" + (f"  {'rss':>10s} {'error':>7s}" if args.rss else ""))
     for name in MODELS:
-        row = estimate_and_measure(name, device)
-        line = (f"{name:14s} {row['estimate'] / MiB:8.1f}Mi {row['measured'] / MiB:8.1f}Mi "
-                f"{100 * (row['estimate'] / row['measured'] - 1):+6.1f}%")
-        if device.type == "cpu":
-            rss = rss_in_subprocess(name)
-            line += f"  {rss / MiB:8.1f}Mi {100 * (row['estimate'] / rss - 1):+6.1f}%" if rss else "  (rss unavailable)"
-        print(line)
+        for row in trace_and_measure(name, device):
+            line = (f"{name:14s} {row['batch']:6d} {row['traced'] / MiB:8.1f}Mi {row['seconds']:8.3f} "
+                    f"{row['measured'] / MiB:8.1f}Mi {100 * (row['traced'] / row['measured'] - 1):+6.1f}%")
+            if "extrapolated" in row:
+                line += f"  {row['extrapolated'] / MiB:11.1f}Mi"
+                if args.rss and device.type == "cpu":
+                    rss = rss_in_subprocess(name)
+                    line += (f"  {rss / MiB:8.1f}Mi {100 * (row['traced'] / rss - 1):+6.1f}%" if rss
+                             else "  (rss unavailable)")
+            print(line)
 
 
 if __name__ == "__main__":

@@ -118,7 +118,9 @@ class _Sampler:
 
     @property
     def how(self) -> str:
-        return "traced with fake tensors" if self.fake is not None else "measured"
+        if self.fake is None:
+            return "measured"
+        return "traced with fake tensors" + (f", {self.fake.kernels}" if self.fake.kernels else "")
 
     def _measure_instead(self, exc: BaseException) -> None:
         self.fallback = (f"fake tensors cannot trace this step ({type(exc).__name__}: {str(exc).strip()[:160]}); "
@@ -285,6 +287,7 @@ def _report(ctx: Context, sampler: _Sampler, model: PeakModel, budget: int, budg
         if verified:
             above = "out of memory" if largest + 1 in sampler.failed else _mib(sampler.peak(largest + 1))
             checked = f"{sampler.how}: {_mib(sampler.peak(largest))} at {largest}, {above} at {largest + 1}"
+            checked += ", each plus the margin" if margin.text else ""
         else:
             checked = f"{sampler.how}: {_mib(sampler.peak(largest))}; the time budget left {largest + 1} unchecked"
         fit = (f"Memory grows by {_mib(per_sample)} per sample; the largest batch that fits is {largest} ({checked}).")
