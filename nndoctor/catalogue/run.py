@@ -87,11 +87,16 @@ saved for backward) exceeds the device memory or the budget you gave (`--memory`
 the breakdown, the largest consumers, the largest batch size that fits, and remedies ranked by how
 much each saves.
 
-How it is measured: steps on a copy at two batch sizes (your batch and half of it; after a GPU
-out-of-memory, the largest halves that run), with every tensor autograd saves charged to the module
-running at the time, and the allocator's peak (`torch.cuda.max_memory_allocated` on a GPU, the
-profiler's allocation events on CPU). Memory grows linearly with the batch: the largest batch that
-fits is extrapolated, then verified by measuring it and the next size up. On CPU, `--memory SIZE`
+How it is measured: steps on a copy are traced with PyTorch's fake tensors, which carry shapes but
+no data, so nothing is allocated and any batch size takes the same fraction of a second. Every tensor
+autograd saves is charged to the module running at the time; the peak counts every storage the step
+creates until it is freed, optimizer update included. Two batch sizes (your batch and half of it)
+give the growth per sample; the largest batch that fits is extrapolated, then traced with the next
+size up. `--device cuda` (or `Setup(device="cuda")`) answers for a GPU even on a machine without one:
+allocations round up to the CUDA allocator's 512-byte blocks, and what a trace cannot see (the CUDA
+context, cuBLAS/cuDNN workspaces, fragmentation) is a stated margin in the breakdown. A step fake
+tensors cannot trace (a data-dependent op such as `.item()`, a custom op) is run and measured instead
+(the allocator's peak), and the finding says so (`evidence.method`). On CPU, `--memory SIZE`
 simulates a device of that size; without it nothing is checked. On a GPU the memory this process can
 use is the default, and an out-of-memory crash becomes this finding.
 """,
