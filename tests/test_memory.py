@@ -417,3 +417,9 @@ def test_device_cuda_gives_the_largest_batch_with_the_margin_stated():
         return peak * 1.05 + (ev["margin_bytes"] - 0.05 * ev["peak_bytes"])
 
     assert with_margin(ev["measured_peaks"][largest]) <= budget < with_margin(ev["measured_peaks"][largest + 1])
+
+
+def test_setup_device_must_name_a_torch_device():
+    with pytest.raises(nndoctor.SetupError, match="torch device"):
+        nndoctor.Setup(model=nn.Linear(2, 2), train_data=(torch.randn(4, 2), torch.randn(4, 2)),
+                       loss_fn=nn.MSELoss(), device="tpu-of-dreams")

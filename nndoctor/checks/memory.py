@@ -68,7 +68,8 @@ def memory_fit(ctx: Context) -> None:
     if not crashed and peak <= usable:
         return
     largest, verified = sampler.largest_batch(usable, model)
-    _report(ctx, sampler, model, budget, budget_source, largest, verified, crashed, source, margin)
+    confirmed = sampler.confirm(largest)
+    _report(ctx, sampler, model, budget, budget_source, largest, verified, crashed, source, margin, confirmed)
 
 
 def _budget(ctx: Context, device: torch.device, crashed: bool) -> tuple[int | None, str]:
@@ -150,6 +151,21 @@ class _Sampler:
             if self.fake is not None:
                 return self.fake.saved_bytes(self.batch, size, self.full, self._loss)
             return forward_saved_bytes(self.model, _resize(self.batch, size, self.full), self._loss)
+
+    def confirm(self, size: int) -> int | None:
+        """On a CUDA device that is here, the allocator's peak of one real step at ``size`` (traced to fit)."""
+        if self.fake is None or self.device.type != "cuda" or not torch.cuda.is_available() or size < 1:
+            return None
+        model = self.ctx.fresh_model().to(self.device)
+        try:
+            step = measure_step(model, self.ctx.optimizer_for(model), D.to_device(_resize(self.batch, size, self.full),
+                                self.device), self._loss, batch_size=size, device=self.device)
+        except Exception:  # out of memory after all, or a step that fails here: no confirmation
+            return None
+        finally:
+            del model
+            torch.cuda.empty_cache()
+        return int(step.peak)
 
     def measure(self, size: int) -> StepMemory | None:
         if size in self.measured or size in self.failed:
@@ -250,7 +266,8 @@ def _resize(batch: Any, size: int, full: int) -> Any:
 # ----- the report ---------------------------------------------------------------------------------------
 
 def _report(ctx: Context, sampler: _Sampler, model: PeakModel, budget: int, budget_source: str,
-            largest: int, verified: bool, crashed: bool, source: str, margin: Margin) -> None:
+            largest: int, verified: bool, crashed: bool, source: str, margin: Margin,
+            confirmed: int | None = None) -> None:
     full = sampler.full
     usable = margin.usable(budget)
     parts = model.parts(full)
@@ -291,6 +308,8 @@ def _report(ctx: Context, sampler: _Sampler, model: PeakModel, budget: int, budg
         else:
             checked = f"{sampler.how}: {_mib(sampler.peak(largest))}; the time budget left {largest + 1} unchecked"
         fit = (f"Memory grows by {_mib(per_sample)} per sample; the largest batch that fits is {largest} ({checked}).")
+        if confirmed is not None:
+            fit += f" One real step at {largest} on {sampler.device} peaked at {_mib(confirmed)}."
     # After a real out-of-memory below the budget, only what was measured to run is known to fit.
     limit = usable if peak > usable or not largest else sampler.peak(largest)
     remedies = sorted(_remedies(sampler, model, limit, largest, peak), key=lambda r: -r.saving)
@@ -323,6 +342,7 @@ def _report(ctx: Context, sampler: _Sampler, model: PeakModel, budget: int, budg
             "fixed_bytes": int(model.peak(0)),
             "largest_batch": largest,
             "largest_batch_verified": verified,
+            **({"confirmed_peak_bytes": confirmed} if confirmed is not None else {}),
             "measured_peaks": {s: int(sampler.peak(s)) if s in sampler.measured else "out of memory"
                                for s in sorted(set(sampler.measured) | sampler.failed)},
             "remedies": [{"remedy": r.key, "saving_bytes": int(r.saving), "peak_bytes": int(r.peak),
