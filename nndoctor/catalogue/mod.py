@@ -77,4 +77,27 @@ the batch.
 """,
         ignore="When the tiny batches are rare and the layer uses GroupNorm-like statistics elsewhere.",
     ),
+    Code(
+        code="MOD004",
+        name="functional-dropout-in-eval",
+        severity=Severity.WARNING,
+        summary="F.dropout called without training=self.training: dropout stays on at evaluation (live).",
+        what="""
+During evaluation (a forward under `torch.no_grad()`/`inference_mode` with the model in eval mode),
+`torch.nn.functional.dropout` (or `alpha_dropout`, `feature_alpha_dropout`, `dropout1d/2d/3d`) ran with
+its default `training=True`. The functional form does not know the module's mode, so `model.eval()`
+does not turn it off. nndoctor names the line of the call. A call that passes `training=` explicitly
+(Monte-Carlo dropout on purpose) is silent.
+""",
+        why="""
+Evaluation still drops activations: the metric is noisy and pessimistic, and predictions differ from
+run to run.
+""",
+        example="""
+def forward(self, x):
+    return self.fc2(F.dropout(F.relu(self.fc1(x)), 0.5))   # always on
+""",
+        fix="Pass `training=self.training` (`F.dropout(x, p, training=self.training)`), or use an `nn.Dropout` module.",
+        ignore="When dropout at inference is deliberate (then pass `training=True` explicitly to say so).",
+    ),
 ]

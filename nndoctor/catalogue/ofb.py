@@ -129,4 +129,54 @@ optimizer = lambda p: torch.optim.Adam(p, lr=1e-3, weight_decay=10)
         fix="Apply the change the message confirms (e.g. raise the learning rate to the suggested value).",
         ignore="When heavy regularisation is intended and you do not need the model to fit its training data.",
     ),
+    Code(
+        code="OFB005",
+        name="lr-schedule-collapse",
+        severity=W,
+        summary="A learning-rate scheduler written for epochs is stepped every batch: the LR collapses and training stalls (live).",
+        what="""
+A decaying scheduler (StepLR, MultiStepLR, ExponentialLR, ...) reached many times its step_size or its
+last milestone within the run, because `scheduler.step()` sits inside the batch loop: the learning rate
+fell below 1/100 of its start and the loss stopped improving after it did. The message quotes the
+scheduler's class and creation line, how many times it stepped per optimizer step, the LR trajectory and
+the loss before and after the collapse. With the LR below 1e-3 of its start and the loss stalled it is
+an error; a collapse without a measured stall is not reported.
+""",
+        why="""
+The schedule was tuned in epochs: stepped per batch it decays hundreds of times faster, the learning
+rate reaches ~0 in the first epoch and the rest of the run changes nothing.
+""",
+        example="""
+scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=30, gamma=0.1)
+for epoch in range(90):
+    for x, y in loader:
+        loss_fn(model(x), y).backward(); optimizer.step(); optimizer.zero_grad()
+        scheduler.step()          # every batch: 0.1x every 30 batches
+""",
+        fix="Call `scheduler.step()` once per epoch (after the batch loop), or express step_size/milestones in batches.",
+        ignore="When a decay to ~0 within the run is intended (then the stall is the point).",
+    ),
+    Code(
+        code="OFB006",
+        name="scheduler-before-optimizer",
+        severity=Severity.INFO,
+        summary="scheduler.step() is called before optimizer.step(): the first value of the schedule is skipped (live).",
+        what="""
+The first `scheduler.step()` of an optimizer came before its first `optimizer.step()` (PyTorch warns
+about it too). Since PyTorch 1.1 the scheduler must step after the optimizer; in the old order the
+first learning rate of the schedule is never used. nndoctor names the scheduler's creation line and
+the line of the early step. Info: the harm is one skipped value unless the schedule is short.
+""",
+        why="""
+A warm-up that starts one step further along, or a step decay that comes one step early: usually
+harmless, but in a short schedule a skipped value is a whole phase.
+""",
+        example="""
+for x, y in loader:
+    scheduler.step()
+    loss_fn(model(x), y).backward(); optimizer.step(); optimizer.zero_grad()
+""",
+        fix="Call `scheduler.step()` after `optimizer.step()`.",
+        ignore="When the skipped first value does not matter (a long schedule).",
+    ),
 ]
