@@ -15,6 +15,7 @@ backward inside the step's closure). Per backward: two leaf hooks per optimizer;
 patches call the originals with the same arguments (a generator of parameters is read into a list first)."""
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any, Callable
 
@@ -34,6 +35,11 @@ def _site() -> str:
     return user_call_site(outside_nndoctor(sys._getframe(1)))[0]
 
 
+def _graph_task() -> int:
+    """The autograd engine's id of the running backward call."""
+    return torch._C._current_graph_task_id()
+
+
 class _Order:
     """One optimizer's window (since its last step) and its counts over the run."""
 
@@ -51,7 +57,11 @@ class _Order:
         self.zero_site = ""  # the zero_grad that came after the window's last backward
         self.clip: dict[str, Any] | None = None  # the window's last clip call
         self.backward_after_clip = False
-        self.last_bw = -1
+        self.last_bw: Any = None
+        self.last_site = ""  # the user's line of the last backward that reached these parameters
+        self.unaveraged_sites: set[str] = set()
+        self.live_sites: set[str] = set()  # lines of the backward calls whose gradients are in .grad now
+        self.wiped_sites: set[str] = set()
         self.steps = 0
         # over the run
         self.zeroed_steps: list[str] = []
@@ -148,15 +158,20 @@ class StepOrderWatcher(Watcher):
 
     def _hook(self, o: _Order) -> Callable:
         def hook(grad: torch.Tensor) -> None:
-            if self.broken or self.run.replaying or o.last_bw == self._bw:
+            task = _graph_task()  # one per backward call, torch.autograd.backward's included
+            if self.broken or self.run.replaying or o.last_bw == task:
                 return
-            o.last_bw = self._bw  # once per backward call, whichever hooked parameter it reaches
-            fresh, scaled, _ = self._bw_info
+            o.last_bw = task  # once per backward call, whichever hooked parameter it reaches
+            fresh, scaled, site = self._bw_info
+            o.last_site = site
             if o.micro == 0:
                 o.pending_at = (self._tries(), o.first._version)
             o.micro += 1
+            o.live_sites.add(site)
             o.fresh += fresh
-            o.unaveraged += fresh and not scaled
+            if fresh and not scaled:
+                o.unaveraged += 1
+                o.unaveraged_sites.add(site)
             o.window_backwards += 1
             o.zero_site = ""
             if o.clip is not None:
@@ -194,9 +209,12 @@ class StepOrderWatcher(Watcher):
                 tries, version = o.pending_at
                 if tries == self._tries() and version == o.first._version:  # no step used these gradients
                     o.wiped += o.micro
+                    o.wiped_sites |= o.live_sites
                     o.wipe_site = o.wipe_site or _site() or "zero_grad"
                 o.zero_site = o.zero_site or _site() or "zero_grad"
             o.micro = o.fresh = o.unaveraged = 0
+            o.live_sites, o.unaveraged_sites = set(), set()
+            o.last_bw = None
             o.since_zero = True
 
     def _zero_optimizer(self, optimizer, *args: Any, **kwargs: Any) -> None:
@@ -210,7 +228,9 @@ class StepOrderWatcher(Watcher):
     def _clip(self, kind: str, parameters: Any, result: Any, args: tuple, kwargs: dict) -> None:
         params = [parameters] if isinstance(parameters, torch.Tensor) else parameters
         ids = {id(p) for p in params}
-        threshold = args[0] if args else kwargs.get("max_norm", kwargs.get("clip_value"))
+        threshold = float(args[0] if args else kwargs.get("max_norm", kwargs.get("clip_value")))
+        if not math.isfinite(threshold):
+            return  # clip_grad_norm_(params, inf): a way to read the norm, not a clip
         for oid, o in self.orders.items():
             if not o.covers(ids):
                 continue
@@ -266,14 +286,17 @@ class StepOrderWatcher(Watcher):
         o.lr = max((float(r) for r in rates if not isinstance(r, torch.Tensor)), default=o.lr)
         if o.window_backwards and not o.micro and o.zero_site:
             o.zeroed_steps.append(o.zero_site)
-        elif o.wiped and o.micro:
+        elif o.wiped and o.micro and o.last_site in o.wiped_sites:  # the same backward line: a micro-batch loop
             o.reset_steps.append((o.wiped + o.micro, o.wipe_site))
-        if o.fresh >= 2 and o.since_zero and o.unaveraged == o.fresh:
-            o.summed_steps.append((o.fresh, self._bw_info[2]))
+        # one backward line, run once per micro-batch (two lines, like a GAN's real and fake halves, are two
+        # losses summed on purpose)
+        if o.fresh >= 2 and o.since_zero and o.unaveraged == o.fresh and len(o.unaveraged_sites) == 1:
+            o.summed_steps.append((o.fresh, o.last_site))
         if o.clip is not None and o.backward_after_clip and o.micro:
             o.late_clips.append({**o.clip, "step_norm": self.run.step_norm})
         o.window_backwards = o.wiped = 0
         o.wipe_site = o.zero_site = ""
+        o.wiped_sites = set()
         o.clip, o.backward_after_clip, o.since_zero = None, False, False
 
     def on_run_end(self) -> None:
