@@ -24,7 +24,7 @@ import torch
 from nndoctor import data as D
 from nndoctor.checks import SkipCheck, check
 from nndoctor.checks import run as _run  # noqa: F401  registers one-training-step first: its ctx.run_error is read here
-from nndoctor.checks.memory_remedies import Remedy, _micro_batch, _mib, _remedies  # noqa: F401  _micro_batch: tests
+from nndoctor.checks.memory_remedies import Remedy, _mib, _micro_batch, _remedies  # noqa: F401  _micro_batch: tests
 from nndoctor.context import Context
 from nndoctor.probes.errors import classify
 from nndoctor.probes.fake_memory import FakeStep, Margin, cuda_margin
