@@ -244,6 +244,65 @@ def test_lightning_accumulation_with_clipping_is_silent():
     assert report.codes() & {"GRD006", "GRD007", "GRD008", "GRD009"} == set() and _loud(report) == set()
 
 
+def _lightning_manual(zero_between: bool):
+    pl = pytest.importorskip("lightning.pytorch")
+    from nndoctor.integrations.lightning import NNDoctorCallback
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+            self.net = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 3))
+
+        def training_step(self, batch, _):
+            opt = self.optimizers()
+            if not zero_between:
+                opt.zero_grad()
+            self.manual_backward(nn.functional.cross_entropy(self.net(batch[0]), batch[1]))
+            if zero_between:
+                opt.zero_grad()
+            opt.step()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    x, y, _, _ = toy_problem(256)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
+    callback = NNDoctorCallback()
+    pl.Trainer(max_epochs=1, callbacks=[callback], logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False, accelerator="cpu", devices=1).fit(Module(), loader)
+    return callback.report()
+
+
+def test_lightning_manual_optimization_zeroing_before_step_is_grd006():
+    (f,) = _lightning_manual(zero_between=True).by_code("GRD006")
+    assert "test_live_accumulation.py:" in f.location and f.evidence["cause"] == "gradient-handling"
+
+
+def test_lightning_manual_optimization_in_order_is_silent():
+    assert _loud(_lightning_manual(zero_between=False)) == set()
+
+
+def test_hugging_face_gradient_accumulation_with_clipping_is_silent():
+    transformers = pytest.importorskip("transformers")
+    import tempfile
+
+    from nndoctor.integrations.huggingface import NNDoctorCallback
+    from scripts.tiny_bert import build
+
+    model, dataset = build()
+    callback = NNDoctorCallback()
+    with tempfile.TemporaryDirectory() as out:
+        args = transformers.TrainingArguments(output_dir=out, num_train_epochs=1, per_device_train_batch_size=8,
+                                              gradient_accumulation_steps=2, max_grad_norm=0.5, learning_rate=5e-4,
+                                              report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True,
+                                              disable_tqdm=True)
+        transformers.Trainer(model=model, args=args, train_dataset=dataset, callbacks=[callback]).train()
+    report = callback.report()
+    assert report.meta["steps"] > 1 and report.codes() & {"GRD006", "GRD007", "GRD008", "GRD009"} == set()
+    assert _loud(report) == set()
+
+
 # ----- the real CLI on an unmodified script: each planted bug and the fixed script ------------------------------
 def _line(after: str, text: str) -> int:
     """The script's line number of the first ``text`` after the line holding ``after``."""
