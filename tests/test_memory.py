@@ -12,7 +12,7 @@ import textwrap
 import pytest
 import torch
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensor
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.utils.checkpoint import checkpoint_sequential
 
 import nndoctor
@@ -276,6 +276,25 @@ def test_traced_transient_peak_holds_parameters_gradients_and_optimizer_state():
     # the update of a first step holds the gradients and the state it creates, next to the parameters
     assert first.parameters + first.step_peak >= first.parameters + first.gradients + first.optimizer_state > 0
     assert first.peak >= first.parameters + first.gradients + first.optimizer_state
+
+
+def test_traced_first_step_peak_matches_torchs_memtracker():
+    """Reference: torch's own MemTracker (per-category live bytes under fake tensors) on one first step."""
+    mem_tracker = pytest.importorskip("torch.distributed._tools.mem_tracker")
+    model, batch = _mlp_and_batch()
+    first = FakeStep(copy.deepcopy(model), lambda m: torch.optim.Adam(m.parameters()), CPU).trace(
+        batch, 256, 256, cross_entropy_step)
+    with FakeTensorMode():
+        twin = nn.Sequential(nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+        optimizer = torch.optim.Adam(twin.parameters())
+        x, y = torch.empty(256, 64), torch.zeros(256, dtype=torch.long)
+        tracker = mem_tracker.MemTracker()
+        tracker.track_external(twin, optimizer)
+        with tracker:
+            cross_entropy_step(twin, (x, y)).backward()
+            optimizer.step()
+    [total] = [snapshot["Total"] for snapshot in tracker.get_tracker_snapshot("peak").values()]
+    assert first.parameters + max(first.forward_backward_peak, first.step_peak) == total
 
 
 def test_a_trace_allocates_no_batch_and_leaves_the_real_model_alone():
