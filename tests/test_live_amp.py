@@ -249,3 +249,23 @@ def test_a_float16_overflow_under_autocast_is_located_at_its_op():
             opt.step()
     (f,) = mon.report().by_code("NUM001")
     assert f.evidence["op"] == "exp" and "test_live_amp.py:" in f.location
+
+
+def test_steps_skipped_for_an_overflow_in_the_model_name_its_op():
+    # with a GradScaler the overflowing steps never reach the optimizer: NUM007 replays the forward itself
+    with nndoctor.Monitor() as mon:
+        torch.manual_seed(0)
+        x, y = torch.randn(128, 10) * 3, torch.randint(0, 3, (128,))
+        model = _Overflows()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        scaler = torch.amp.GradScaler("cpu")
+        for i in range(24):
+            j = i % 4 * 32
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.float16):
+                out = model(x[j:j + 32])
+            scaler.scale(nn.functional.cross_entropy(out.float(), y[j:j + 32])).backward()
+            scaler.step(opt)
+            scaler.update()
+    (f,) = mon.report().by_code("NUM007")
+    assert f.evidence["op"] == "exp" and "test_live_amp.py:" in f.location

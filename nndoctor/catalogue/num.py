@@ -147,7 +147,8 @@ with torch.autocast("cuda", dtype=torch.float16):
 scale at `update()`. A few skipped steps at the start are normal (the scale starts high and finds its
 level); here at least half of the steps (and at least 5) were skipped, so the scale collapsed and most
 steps changed nothing. nndoctor counts the skipped steps and reports the scale at the first step and
-at the end.
+at the end; it replays the last training forward on a copy under the same autocast and names the op
+that first made NaN/Inf, when the model makes it (else it was made in the loss or the backward pass).
 """,
         why="Skipped steps do not train: the run looks alive (losses are logged) while the model barely changes.",
         example="""

@@ -44,11 +44,17 @@ def _skipped(w: Any) -> list[Finding]:
     if w.skipped < _MIN_SKIPPED or 2 * w.skipped < w.scaler_steps or not collapsed:
         return []
     site = w.scaler_site or "GradScaler"
+    where, evidence = "", {}
+    if w.births:  # a replay of the last forward under its autocast made NaN/Inf: that op is the cause
+        b = w.births[0]
+        site = b.site.location("model")
+        where = f" The forward replayed under the same autocast first made NaN/Inf at `{b.op}` in {b.site.describe()}."
+        evidence = {"op": b.op, "inputs": b.inputs}
     return [Finding(
         "NUM007", f"The GradScaler skipped {w.skipped} of {w.scaler_steps} optimizer steps "
         f"({w.skipped / w.scaler_steps:.0%}) because the gradients held Inf/NaN; its scale went from "
-        f"{w.first_scale:g} to {w.last_scale:g}. Those steps changed nothing.", location=site,
+        f"{w.first_scale:g} to {w.last_scale:g}. Those steps changed nothing.{where}", location=site,
         evidence={"skipped_steps": w.skipped, "scaler_steps": w.scaler_steps, "first_scale": w.first_scale,
-                  "last_scale": w.last_scale, "scaler_step_at": site, "cause": CAUSE},
+                  "last_scale": w.last_scale, "scaler_step_at": w.scaler_site, "cause": CAUSE, **evidence},
         suggestions=["Find what overflows in float16 (a loss or a sum computed in low precision, exp of large "
                      "values, NaN in the data): compute it in float32, or train in bfloat16."])]

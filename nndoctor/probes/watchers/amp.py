@@ -41,6 +41,7 @@ class AmpWatcher(Watcher):
         self.first_scale = float("nan")
         self.last_scale = float("nan")
         self._scaler: Any = None
+        self.births: list = []  # where a replay of the last forward first made NaN/Inf (when most steps skipped)
 
     def _turn_off(self) -> None:
         self.broken = True
@@ -120,6 +121,30 @@ class AmpWatcher(Watcher):
                 self.last_scale = float(self._scaler._scale)
         except Exception:
             pass
+        if self.skipped >= 5 and 2 * self.skipped >= self.scaler_steps:
+            self.births = self._replay()
+
+    def _replay(self) -> list:
+        """The skipped steps never reach the optimizer's hooks, where the non-finite watcher replays a step:
+        replay the last training forward here, on a copy, under its autocast, for the op that overflows."""
+        call = self.run.last_train_call
+        if call is None:
+            return []
+        import copy
+
+        from nndoctor.probes.nonfinite import FirstNonFinite
+
+        module, inputs, kwargs = call
+        self.run.replaying = True
+        try:
+            replica = copy.deepcopy(module)
+            with torch.no_grad(), replay_autocast(self.run), FirstNonFinite(replica) as probe:
+                replica(*inputs, **kwargs)
+            return probe.births
+        except Exception:
+            return []
+        finally:
+            self.run.replaying = False
 
     def describe(self) -> str:
         parts = [f"{self.low_losses} backward on a low-precision loss"]
