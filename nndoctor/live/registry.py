@@ -31,6 +31,8 @@ from nndoctor.probes.watchers.stale_gradients import StaleGradientsWatcher
 from nndoctor.checks import live_precision, live_step_order
 from nndoctor.probes.watchers.amp import AmpWatcher
 from nndoctor.probes.watchers.step_order import StepOrderWatcher
+from nndoctor.checks import live_schedule
+from nndoctor.probes.watchers.lr_schedule import LRScheduleWatcher
 
 
 class LiveCheck(NamedTuple):
@@ -40,6 +42,7 @@ class LiveCheck(NamedTuple):
 
 LIVE_CHECKS: list[LiveCheck] = [
     LiveCheck(CurveWatcher, live_curve.judge_curve),
+    LiveCheck(LRScheduleWatcher, live_schedule.judge),  # sets run.lr_schedule, read by judge_curve
     LiveCheck(ErrorsWatcher, live_errors.judge),
     LiveCheck(NonFiniteWatcher, live_numerics.judge),
     LiveCheck(ModesWatcher, modes.judge_live),

@@ -15,5 +15,8 @@ def build_report(monitor: Any, found: list[list[Finding]], seconds: float) -> Re
                           seconds, w.describe(), "run") for w, findings in zip(monitor.watchers, found)]
     report = Report(findings=list(monitor.findings), checks=checks, meta={
         "steps": monitor.steps, "extras": {"loss_curve": downsample(monitor.losses)}})
+    schedule = getattr(monitor.run, "lr_schedule", None)  # the LR per step, max over param groups
+    if schedule is not None and schedule.curve():
+        report.meta["extras"]["lr_curve"] = downsample(schedule.curve())
     merge_ranks(monitor, report)
     return report
