@@ -61,8 +61,12 @@ class AmpWatcher(Watcher):
 
     # ----- the autocast state of training forwards (a replay of the step runs under the same) ---------------
     def on_forward(self, module, inputs, kwargs, training_step: bool) -> None:
-        if training_step:
-            self.run.autocast = tuple((d, torch.get_autocast_dtype(d)) for d in _DEVICES if torch.is_autocast_enabled(d))
+        if training_step and not self.broken:
+            try:
+                self.run.autocast = tuple((d, torch.get_autocast_dtype(d)) for d in _DEVICES
+                                          if torch.is_autocast_enabled(d))
+            except Exception:
+                self.run.autocast = ()
 
     # ----- the loss -----------------------------------------------------------------------------------
     def _loss(self, loss: torch.Tensor) -> None:

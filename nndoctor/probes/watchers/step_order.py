@@ -154,7 +154,10 @@ class StepOrderWatcher(Watcher):
     def on_optimizer_created(self, optimizer, site: str) -> None:
         # its parameters are complete once __init__ returned (the event comes after it)
         if not self.broken:
-            self._track(optimizer)
+            try:
+                self._track(optimizer)
+            except Exception:  # an exotic optimizer or parameter: stop watching, never break the user's code
+                self.broken = True
 
     def _hook(self, o: _Order) -> Callable:
         def hook(grad: torch.Tensor) -> None:
