@@ -1,8 +1,10 @@
 """Copies, never the user's objects: model/optimizer copies, RNG save/restore, a 'nothing changed' fingerprint."""
 from __future__ import annotations
 
+import collections
 import copy
 import hashlib
+import inspect
 import random
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -104,12 +106,7 @@ def optimizer_for(
     if spec is None:
         opt = torch.optim.Adam(clone.parameters(), lr=1e-3)
     elif isinstance(spec, torch.optim.Optimizer):
-        mapping = _param_map(user_model, clone)
-        groups = []
-        for group in spec.param_groups:
-            params = [mapping[id(p)] if id(p) in mapping else _private_copy(p) for p in group["params"]]
-            groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": params})
-        opt = type(spec)(groups, **spec.defaults)
+        opt = _rebuild(spec, _param_map(user_model, clone))
     else:
         opt = spec(clone.parameters())
         if not isinstance(opt, torch.optim.Optimizer):
@@ -121,6 +118,54 @@ def optimizer_for(
         for key, value in overrides.items():
             if key in group:
                 group[key] = value
+    return opt
+
+
+def _rebuild(spec: torch.optim.Optimizer, mapping: dict[int, nn.Parameter]) -> torch.optim.Optimizer:
+    """``spec``'s class over the mapped parameters, group by group, with fresh state (experiments start
+    from step 0). ``defaults`` may hold keys ``__init__`` does not take (torch 2.13's AdamW stores
+    ``decoupled_weight_decay``), so only the keywords the signature accepts are passed; the groups keep
+    every key. A subclass whose ``__init__`` still does not fit is deep-copied with its parameters
+    remapped instead."""
+    params: dict[int, torch.Tensor] = {}
+    for group in spec.param_groups:
+        for p in group["params"]:
+            if id(p) not in params:
+                params[id(p)] = mapping[id(p)] if id(p) in mapping else _private_copy(p)
+    groups = [{**{k: v for k, v in group.items() if k != "params"},
+               "params": [params[id(p)] for p in group["params"]]} for group in spec.param_groups]
+    try:
+        opt = type(spec)(groups, **_accepted_kwargs(type(spec), spec.defaults))
+    except Exception:  # noqa: BLE001 - any constructor that does not fit gets the copy below
+        opt = None
+    if opt is not None and len(opt.param_groups) == len(groups):
+        for built, group in zip(opt.param_groups, groups):
+            built.update(group)  # the user's per-group values win over any the constructor recomputed
+        return opt
+    return _remapped_deepcopy(spec, params)
+
+
+def _accepted_kwargs(cls: type, defaults: dict[str, Any]) -> dict[str, Any]:
+    try:
+        sig = inspect.signature(cls.__init__)
+    except (TypeError, ValueError):
+        return dict(defaults)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        return dict(defaults)
+    return {k: v for k, v in defaults.items() if k in sig.parameters and k not in ("self", "params")}
+
+
+def _remapped_deepcopy(spec: torch.optim.Optimizer, params: dict[int, torch.Tensor]) -> torch.optim.Optimizer:
+    """A deep copy of the optimizer that shares the mapped parameters instead of copying the user's."""
+    memo: dict[int, Any] = {}
+    for group in spec.param_groups:
+        for p in group["params"]:
+            memo[id(p)] = params[id(p)]
+    memo[id(spec.state)] = collections.defaultdict(dict)
+    # ^ fresh state: experiments start from step 0 and the user's moments are never copied
+    # Optimizer.__getstate__ keeps only defaults, state and groups; a subclass's own attributes matter too
+    opt = type(spec).__new__(type(spec))
+    opt.__dict__.update(copy.deepcopy(spec.__dict__, memo))
     return opt
 
 
