@@ -33,6 +33,8 @@ from nndoctor.probes.watchers.amp import AmpWatcher
 from nndoctor.probes.watchers.step_order import StepOrderWatcher
 from nndoctor.checks import live_schedule
 from nndoctor.probes.watchers.lr_schedule import LRScheduleWatcher
+from nndoctor.checks import functional_modes
+from nndoctor.probes.watchers.functional_modes import FunctionalModesWatcher
 
 
 class LiveCheck(NamedTuple):
@@ -46,6 +48,7 @@ LIVE_CHECKS: list[LiveCheck] = [
     LiveCheck(ErrorsWatcher, live_errors.judge),
     LiveCheck(NonFiniteWatcher, live_numerics.judge),
     LiveCheck(ModesWatcher, modes.judge_live),
+    LiveCheck(FunctionalModesWatcher, functional_modes.judge),
     LiveCheck(StaleGradientsWatcher, live_gradients.judge_stale),
     LiveCheck(OptimizerWatcher, live_gradients.judge_updates),
     LiveCheck(LossSignWatcher, live_curve.judge_loss_sign),
