@@ -181,7 +181,7 @@ def main() -> None:
     for name in MODELS:
         for row in trace_and_measure(name, device):
             line = (f"{name:14s} {row['batch']:6d} {row['traced'] / MiB:8.1f}Mi {row['seconds']:8.3f} "
-                    f"{row['measured'] / MiB:8.1f}Mi {100 * (row['traced'] / row['measured'] - 1):+6.1f}%")
+                    f"{row['measured'] / MiB:8.1f}Mi {100 * (row['traced'] / row['measured'] - 1):+6.2f}%")
             if "extrapolated" in row:
                 line += f"  {row['extrapolated'] / MiB:11.1f}Mi"
                 if args.rss and device.type == "cpu":
