@@ -47,6 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", default=None, metavar="PATH")
     p.add_argument("--json", default=None, metavar="PATH")
 
+    p = sub.add_parser("init", help="write a lightweight first model for DATA, then check it")
+    p.add_argument("data", metavar="DATA", help=".npz (x, y), .csv, a folder of images by class, or module.py:function")
+    p.add_argument("--target", default=None, metavar="COLUMN", help="the CSV's target column (default: the last)")
+    p.add_argument("--task", default=None, choices=("classification", "binary", "multilabel", "multi-label",
+                                                    "regression", "tabular", "image", "sequence"))
+    p.add_argument("--framework", default="torch", choices=("torch", "lightning", "keras"))
+    p.add_argument("-o", "--output", default="nndoctor_setup.py", metavar="FILE")
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    p.add_argument("--no-check", action="store_true", help="write the file only")
+    p.add_argument("--budget", type=_positive_float, default=30.0, metavar="SECONDS")
+    p.add_argument("--seed", type=int, default=0)
+    _add_outputs(p)
+
     p = sub.add_parser("codes", help="list the codes, or explain one")
     p.add_argument("code", nargs="?", default=None)
     p.add_argument("--errors", action="store_true",
@@ -102,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             build_parser().print_help()
             return EXIT_USAGE
-        return {"check": cmd_check, "run": cmd_run, "demo": cmd_demo, "codes": cmd_codes}[args.command](args)
+        return {"check": cmd_check, "run": cmd_run, "demo": cmd_demo, "codes": cmd_codes,
+                "init": cmd_init}[args.command](args)
     except UsageError as exc:
         print(f"nndoctor: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -156,6 +170,40 @@ def _check_writable(*paths: str | None) -> None:
             raise UsageError(f"cannot write the report to {path}: folder {folder} does not exist")
         if not os.access(folder, os.W_OK):
             raise UsageError(f"cannot write the report to {path}: folder {folder} is not writable")
+
+
+# ----- init ----------------------------------------------------------------------------------------
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write a lightweight first model for DATA (nndoctor/scaffold), then check it as `check FILE` would."""
+    from nndoctor import scaffold
+
+    if os.path.exists(args.output) and not args.force:
+        raise UsageError(f"{args.output} exists; choose another name with -o or pass --force to overwrite it")
+    _check_writable(args.output, args.json, args.html)
+    try:
+        source = scaffold.open_source(args.data, args.target)
+        profile = scaffold.infer_profile(source, args.task)
+        written = scaffold.write_setup_file(args.output, source, profile, args.framework)
+    except scaffold.ScaffoldError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"wrote {args.output}: a lightweight first model ({args.framework})")
+    print("\n".join("  " + line for line in profile.lines()))
+    if args.no_check:
+        print(f"\nNext: python {args.output}, then nndoctor check {args.output}")
+        return EXIT_OK
+    from nndoctor.playbook import check
+    from nndoctor.report.console import emit_report, progress_display
+    from nndoctor.setup_file import SetupFileError, load_setup
+
+    try:
+        setup = load_setup(written.path)
+    except SetupFileError as exc:
+        raise UsageError(str(exc)) from None
+    with progress_display() as progress:
+        report = check(setup, seed=args.seed, budget=args.budget, progress=progress)
+    status = emit_report(report, args.json, args.html, title=f"nndoctor init {args.data}")
+    print("\n" + scaffold.next_steps(report, args.output))
+    return status
 
 
 # ----- run, demo, codes ----------------------------------------------------------------------------
