@@ -7,6 +7,7 @@ import sys
 from typing import NoReturn
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT, when there is no report to stand for
 
 
 class UsageError(Exception):
@@ -120,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"nndoctor: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # Ctrl-C before the playbook started (import, the setup file) or after it
+        print("nndoctor: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # output piped into `head`: stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK

@@ -20,6 +20,7 @@ from nndoctor.sandbox import Snapshot, fingerprint, fingerprint_diff, preserved_
 from nndoctor.spec import Setup, SetupError
 
 DEFAULT_BUDGET = 120.0  # seconds for the whole playbook; experiments scale themselves to what is left
+INTERRUPTED = "interrupted (Ctrl-C)"
 
 
 def check(
@@ -57,44 +58,11 @@ def check(
     grad_mode = torch.is_grad_enabled()
     with preserved_rng(), progress_display(progress) as progress:
         ctx = Context(setup, seed=seed, budget=Budget(budget), progress=progress, memory_budget=memory_budget)
-        for spec in all_checks():
-            wanted = set(spec.codes)
-            if selected:
-                wanted &= selected
-            wanted -= ignored
-            if not wanted and not spec.prerequisite:
-                records.append(CheckRecord(spec.name, "skipped", 0.0, "not selected", spec.step))
-                continue
-            if spec.needs_run and not ctx.run_ok:
-                records.append(CheckRecord(spec.name, "skipped", 0.0, "the model does not run one training step", spec.step))
-                continue
-            if ctx.budget.expired():
-                records.append(CheckRecord(spec.name, "skipped", 0.0, f"time budget of {budget:g} s used up", spec.step))
-                continue
-            ctx.progress(f"{catalogue.STEPS[spec.step]}: {spec.name}")
-            n_before = len(ctx.findings)
-            t0 = time.monotonic()
-            try:
-                seed_all(seed + zlib.crc32(spec.name.encode()))
-                with hard_deadline(ctx.budget):
-                    spec.func(ctx)
-                new = ctx.findings[n_before:]
-                bad = [f for f in new if f.severity != Severity.INFO]
-                status, detail = ("failed", ", ".join(sorted({f.code for f in bad}))) if bad else ("passed", "")
-            except SkipCheck as exc:
-                status, detail = "skipped", str(exc)
-            except BudgetExceeded:
-                status, detail = "skipped", f"stopped: time budget of {budget:g} s used up (your code was still running)"
-            except KeyboardInterrupt:
-                records.append(CheckRecord(spec.name, "skipped", time.monotonic() - t0, "interrupted (Ctrl-C)", spec.step))
-                interrupted = True
-                break
-            except Exception as exc:  # nndoctor's own failure: recorded, never raised at the user
-                status = "crashed"
-                detail = f"{type(exc).__name__}: {exc}".strip()[:300] + " | " + _where(exc)
-            finally:
-                torch.set_grad_enabled(grad_mode)
-            records.append(CheckRecord(spec.name, status, time.monotonic() - t0, detail, spec.step))
+        try:
+            _run_checks(ctx, records, selected, ignored, budget, seed, grad_mode)
+        except KeyboardInterrupt:  # Ctrl-C between two checks: stop there too, keep what was found
+            interrupted = True
+        interrupted = interrupted or any(r.detail == INTERRUPTED for r in records)
     changed = fingerprint_diff(before, fingerprint(setup.model, user_optimizer))
     restored = bool(changed)
     if changed:  # the user's own code (a step closing over the original model) changed it: put it back
@@ -108,16 +76,64 @@ def check(
             "seed": seed,
             "budget_seconds": budget,
             "interrupted": interrupted,
+            # what was decided, not how long it took: some check was skipped or cut short by the budget
+            "budget_reached": any("time budget" in r.detail for r in records),
             "user_state_changed": changed,
             "user_state_restored": restored,
-            "task": ctx.measure("task_summary", lambda: _task_summary(ctx)),
+            "task": _task_summary(ctx, may_run_user_code=not interrupted and not ctx.budget.expired()),
             "extras": ctx.extras,
         },
     )
     return report.filtered(selected or None, ignored or None)
 
 
-def _task_summary(ctx: Context) -> dict:
+def _run_checks(ctx: Context, records: list[CheckRecord], selected: set[str], ignored: set[str],
+                budget: float | None, seed: int, grad_mode: bool) -> None:
+    """Each check in playbook order, its status appended to ``records``; returns early on Ctrl-C."""
+    for spec in all_checks():
+        wanted = set(spec.codes)
+        if selected:
+            wanted &= selected
+        wanted -= ignored
+        if not wanted and not spec.prerequisite:
+            records.append(CheckRecord(spec.name, "skipped", 0.0, "not selected", spec.step))
+            continue
+        if spec.needs_run and not ctx.run_ok:
+            records.append(CheckRecord(spec.name, "skipped", 0.0, "the model does not run one training step", spec.step))
+            continue
+        if ctx.budget.expired():
+            records.append(CheckRecord(spec.name, "skipped", 0.0, f"time budget of {budget:g} s used up", spec.step))
+            continue
+        ctx.progress(f"{catalogue.STEPS[spec.step]}: {spec.name}")
+        n_before = len(ctx.findings)
+        t0 = time.monotonic()
+        try:
+            seed_all(seed + zlib.crc32(spec.name.encode()))
+            with hard_deadline(ctx.budget):
+                spec.func(ctx)
+            new = ctx.findings[n_before:]
+            bad = [f for f in new if f.severity != Severity.INFO]
+            status, detail = ("failed", ", ".join(sorted({f.code for f in bad}))) if bad else ("passed", "")
+        except SkipCheck as exc:
+            status, detail = "skipped", str(exc)
+        except BudgetExceeded:
+            status, detail = "skipped", f"stopped: time budget of {budget:g} s used up (your code was still running)"
+        except KeyboardInterrupt:
+            records.append(CheckRecord(spec.name, "skipped", time.monotonic() - t0, INTERRUPTED, spec.step))
+            return
+        except Exception as exc:  # nndoctor's own failure: recorded, never raised at the user
+            status = "crashed"
+            detail = f"{type(exc).__name__}: {exc}".strip()[:300] + " | " + _where(exc)
+        finally:
+            torch.set_grad_enabled(grad_mode)
+        records.append(CheckRecord(spec.name, status, time.monotonic() - t0, detail, spec.step))
+
+
+def _task_summary(ctx: Context, may_run_user_code: bool) -> dict:
+    """The task as the checks saw it. After Ctrl-C or the budget, the user's (maybe slow) loader is not
+    read again just for this line."""
+    if not may_run_user_code and "task" not in ctx._measurements:
+        return {"kind": "unknown", "num_classes": None}
     try:
         info = ctx.task
         return {"kind": info.kind, "num_classes": info.num_classes}
