@@ -1,14 +1,26 @@
 """Overhead of the Monitor on a plain training step, next to torch.autograd.detect_anomaly.
 
 Plain, monitored and anomaly-mode steps are interleaved in one process (round-robin blocks), on an
-MLP, a CNN with batch-norm and a small transformer, CPU. Prints the ratio of median step times.
+MLP, a CNN with batch-norm and a small transformer, CPU. Prints the ratio of median step times, for
+``Monitor(model, optimizer)`` and for ``Monitor()`` (what ``nndoctor run`` uses). Times are CPU time of
+one thread (``torch.set_num_threads(1)``, ``time.thread_time``), which a machine shared with other jobs
+disturbs far less than the wall clock. Then the fixed cost per step in microseconds: on a model so small that a step is mostly overhead,
+the fastest block of each kind (minimum, not median: other jobs only ever add time).
 
-    python bench/bench_monitor.py [--steps 60] [--rounds 5]
+``--memory`` adds the Monitor's extra peak memory on a ~100M-parameter model (CPU), two ways: the bytes of
+tensors reachable from the watchers after the first steps, and the growth of the process's peak resident
+memory (``ru_maxrss``) from plain steps to monitored steps, in a fresh process.
+
+    python bench/bench_monitor.py [--steps 60] [--rounds 5] [--memory]
 """
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -47,12 +59,12 @@ def transformer():
 
 def timed_steps(model, opt, x, y, steps: int) -> float:
     loss_fn = nn.CrossEntropyLoss()
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     for _ in range(steps):
         opt.zero_grad()
         loss_fn(model(x), y).backward()
         opt.step()
-    return (time.perf_counter() - t0) / steps
+    return (time.thread_time() - t0) / steps
 
 
 def bench(name, build, steps: int, rounds: int) -> None:
@@ -60,29 +72,119 @@ def bench(name, build, steps: int, rounds: int) -> None:
     model, x, y = build()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     timed_steps(model, opt, x, y, 5)  # warm-up
-    results = {"plain": [], "monitor": [], "detect_anomaly": []}
+    results = {"plain": [], "monitor": [], "run": [], "detect_anomaly": []}
     for _ in range(rounds):
         results["plain"].append(timed_steps(model, opt, x, y, steps))
         with Monitor(model, opt):
             results["monitor"].append(timed_steps(model, opt, x, y, steps))
+        with Monitor():  # every module and optimizer, as `nndoctor run`
+            results["run"].append(timed_steps(model, opt, x, y, steps))
         with torch.autograd.detect_anomaly(check_nan=True):
             results["detect_anomaly"].append(timed_steps(model, opt, x, y, steps))
     plain = statistics.median(results["plain"])
-    mon = statistics.median(results["monitor"]) / plain
-    anomaly = statistics.median(results["detect_anomaly"]) / plain
-    print(f"{name:<12} plain {plain * 1e3:7.2f} ms/step   Monitor {mon:5.2f}x   detect_anomaly {anomaly:5.2f}x")
+    mon, run, anomaly = (statistics.median(results[k]) / plain for k in ("monitor", "run", "detect_anomaly"))
+    print(f"{name:<12} plain {plain * 1e3:7.2f} ms/step   Monitor {mon:5.2f}x   Monitor() {run:5.2f}x   "
+          f"detect_anomaly {anomaly:5.2f}x")
+
+
+def fixed_cost(rounds: int) -> None:
+    """Microseconds the Monitor adds to one step, on a model whose step is almost all Python overhead."""
+    torch.manual_seed(0)
+    model, x, y = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)), torch.randn(4, 8), torch.randint(0, 2, (4,))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    timed_steps(model, opt, x, y, 20)
+    best = {"plain": [], "monitor": [], "run": []}
+    for _ in range(max(3, rounds * 4)):
+        best["plain"].append(timed_steps(model, opt, x, y, 100))
+        with Monitor(model, opt):
+            timed_steps(model, opt, x, y, 3)  # the first steps' one-off readings are not the steady cost
+            best["monitor"].append(timed_steps(model, opt, x, y, 100))
+        with Monitor():
+            timed_steps(model, opt, x, y, 3)
+            best["run"].append(timed_steps(model, opt, x, y, 100))
+    plain = min(best["plain"])
+    print(f"{'fixed cost':<12} plain {plain * 1e6:7.0f} us/step   Monitor +{(min(best['monitor']) - plain) * 1e6:.0f} us"
+          f"   Monitor() +{(min(best['run']) - plain) * 1e6:.0f} us per step")
+
+
+def big_model() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """~100.7M parameters (six 4096x4096 layers), a batch of 8."""
+    layers = [m for _ in range(6) for m in (nn.Linear(4096, 4096), nn.ReLU())]
+    return nn.Sequential(*layers[:-1]), torch.randn(8, 4096), torch.randint(0, 4096, (8,))
+
+
+def watcher_tensor_bytes(monitor, exclude: set[int]) -> int:
+    """Bytes of the tensors reachable from the watchers' own state (their attributes, containers and plain
+    objects, not functions or modules), the model's parameters and gradients (``exclude``: storage
+    pointers) left out. The last training batch, kept for a replay, counts."""
+    seen, stack, total, storages = set(), [w.__dict__ for w in monitor.watchers], 0, set()
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or not isinstance(obj, (dict, list, tuple, set, torch.Tensor)) and \
+                not hasattr(obj, "__dict__") or isinstance(obj, (nn.Module, torch.optim.Optimizer, type)) or callable(obj):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            ptr = obj.untyped_storage().data_ptr()
+            if ptr not in exclude and ptr not in storages:
+                storages.add(ptr)
+                total += obj.untyped_storage().nbytes()
+            continue
+        if isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set)):
+            stack.extend(obj)
+        else:
+            stack.append(vars(obj))
+    return total
+
+
+def memory_child() -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model, x, y = big_model()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    timed_steps(model, opt, x, y, 3)  # parameters, gradients and activations at their steady peak
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with Monitor() as mon:
+        timed_steps(model, opt, x, y, 4)
+        exclude = {t.untyped_storage().data_ptr() for p in model.parameters() for t in (p, p.grad) if t is not None}
+        held = watcher_tensor_bytes(mon, exclude)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"params": sum(p.numel() for p in model.parameters()), "param_bytes": param_bytes,
+                      "held_bytes": held, "peak_rss_growth": after - before}))
+
+
+def memory() -> None:
+    out = subprocess.run([sys.executable, __file__, "--memory-child"], capture_output=True, text=True, timeout=600)
+    if out.returncode:
+        print("memory: failed", out.stderr[-2000:])
+        return
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"{'memory':<12} {m['params'] / 1e6:.1f}M parameters ({m['param_bytes'] / 2**20:.0f} MiB): tensors the watchers "
+          f"hold {m['held_bytes']} bytes; peak RSS growth under the Monitor {m['peak_rss_growth'] / 2**20:.1f} MiB "
+          f"({100 * m['peak_rss_growth'] / m['param_bytes']:.2f}% of the parameters' bytes)")
 
 
 def main() -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--memory", action="store_true", help="also the extra peak memory on a ~100M-parameter model")
+    parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_child:
+        return memory_child()
     for name, build in (("mlp", mlp), ("cnn-bn", cnn), ("transformer", transformer)):
         bench(name, build, args.steps, args.rounds)
+    fixed_cost(args.rounds)
+    if args.memory:
+        memory()
 
 
 if __name__ == "__main__":

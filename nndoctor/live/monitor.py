@@ -1,11 +1,7 @@
 """Monitor: the hub of the live checks. It installs PyTorch's global hooks once and passes each event
 (``live/events.py``) on to the watchers of ``live/registry.py``, which measure; at the end their judges
 (``checks/``) turn the measurements into findings, one check in the report per watcher.
-
-    with nndoctor.Monitor(model, optimizer) as mon:
-        ...the user's loop...
-    report = mon.report()
-
+``with nndoctor.Monitor(model, optimizer) as mon: <the user's loop>``, then ``mon.report()``;
 ``Monitor()`` with no model watches every module and optimizer (``nndoctor run``, framework callbacks).
 Hot path: the per-module hooks only track which root module runs; one host transfer per optimizer step.
 """
@@ -28,6 +24,7 @@ from nndoctor.live.registry import LIVE_CHECKS
 from nndoctor.probes.errors import user_call_site
 from nndoctor.probes.watchers.base import LiveRun, Watcher, outside_nndoctor, read_step
 
+
 class StopTraining(BaseException):
     """Raised from an optimizer step hook to stop the script after ``max_steps`` (BaseException so that
     the user's ``except Exception`` does not swallow it)."""
@@ -48,10 +45,8 @@ class Monitor(MonitorEvents):
         self._root: nn.Module | None = None  # the root module whose forward is running
         self._started, self._ended, self._report = time.monotonic(), False, None
 
-    steps = property(lambda self: self.run.steps)
-    losses = property(lambda self: self.run.losses)
-    grad_norms = property(lambda self: self.run.grad_norms)
-    error = property(lambda self: self.run.error)
+    steps, losses = property(lambda self: self.run.steps), property(lambda self: self.run.losses)
+    grad_norms, error = property(lambda self: self.run.grad_norms), property(lambda self: self.run.error)
 
     # ----- install / remove ----------------------------------------------------------------------
     def __enter__(self) -> "Monitor":
