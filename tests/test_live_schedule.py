@@ -31,15 +31,15 @@ def _train(make_scheduler=None, *, lr=0.05, epochs=8, per_batch=True, plateau=Fa
     torch.manual_seed(0)
     x, y = _data()
     model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 4))
-    batches = 1024 // 32
+    batches = 1024 // 64
     with nndoctor.Monitor() as mon:
         opt = (torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9) if optimizer == "sgd"
                else torch.optim.AdamW(model.parameters(), lr=lr))
         sched = make_scheduler(opt, epochs * batches) if make_scheduler else None
         for _ in range(epochs):
             total = 0.0
-            for i in range(0, 1024, 32):
-                loss = nn.functional.cross_entropy(model(x[i:i + 32]), y[i:i + 32])
+            for i in range(0, 1024, 64):
+                loss = nn.functional.cross_entropy(model(x[i:i + 64]), y[i:i + 64])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -66,10 +66,10 @@ L = torch.optim.lr_scheduler
 
 # ----- OFB005: an epoch scheduler stepped every batch -------------------------------------------------------
 def test_steplr_stepped_every_batch_collapses_the_lr_and_is_ofb005():
-    report = _train(lambda o, n: L.StepLR(o, step_size=10, gamma=0.5))
+    report = _train(lambda o, n: L.StepLR(o, step_size=10, gamma=0.3))
     f = _one(report, "OFB005")
     assert f.severity.value == "error" and f.evidence["cause"] == "lr-schedule"
-    assert f.location.endswith("test_live_schedule.py:" + str(_line("L.StepLR(o, step_size=10, gamma=0.5))")))
+    assert f.location.endswith("test_live_schedule.py:" + str(_line("L.StepLR(o, step_size=10, gamma=0.3))")))
     assert f.evidence["scheduler"] == "StepLR" and f.evidence["final_lr"] < 1e-3 * f.evidence["peak_lr"]
     assert report.meta["extras"]["lr_curve"][0] == pytest.approx(0.05)
 
@@ -81,7 +81,7 @@ def test_multisteplr_per_batch_is_ofb005_and_per_epoch_is_silent():
 
 
 def test_steplr_stepped_per_epoch_is_silent():
-    report = _train(lambda o, n: L.StepLR(o, step_size=10, gamma=0.5), per_batch=False)
+    report = _train(lambda o, n: L.StepLR(o, step_size=10, gamma=0.3), per_batch=False)
     assert _loud(report) == set()
     assert len(report.meta["extras"]["lr_curve"]) == len(report.meta["extras"]["loss_curve"])
 
@@ -153,11 +153,11 @@ def test_divergence_at_a_constant_lr_names_the_learning_rate():
 
 
 def test_plateau_at_a_constant_tiny_lr_says_raise_the_learning_rate_first():
-    report = _train(lr=1e-6, epochs=3)
+    report = _train(lr=1e-6, epochs=5)
     f = _one(report, "OFB004")
     assert f.evidence["cause"] == "learning-rate" and f.evidence["update_ratio"] < 1e-4
     assert "Raise the learning rate" in f.suggestions[0]
-    assert _loud(_train(lr=0.05, epochs=3)) == set()
+    assert _loud(_train(lr=0.05, epochs=5)) == set()
 
 
 def _line(text: str) -> int:

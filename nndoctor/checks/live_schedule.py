@@ -31,7 +31,7 @@ def collapse(lrs: list[float]) -> tuple[int, float] | None:
 
 def stall(losses: list[float], c: int) -> dict[str, float] | None:
     """The loss stopped improving at step ``c``: over the steps after it, it gained less than a tenth of its
-    rate just before (or, collapsed before anything was learned, under 2% of its start). None if it kept
+    rate just before (or, collapsed before anything was learned, never 10% below its start). None if it kept
     improving (or had already converged: no rate before to lose)."""
     post = losses[c:]
     if len(post) < 20:
@@ -41,14 +41,14 @@ def stall(losses: list[float], c: int) -> dict[str, float] | None:
     post_gain = statistics.median(post[:w]) - statistics.median(post[-w:])
     post_rate = post_gain / max(1, len(post) - w)
     pre = losses[:c]
-    if len(pre) >= 6:
-        wp = max(2, len(pre) // 3)
-        pre_rate = (statistics.median(pre[-2 * wp:-wp]) - statistics.median(pre[-wp:])) / wp
-        if pre_rate * wp < 0.01 * scale or post_rate >= 0.1 * pre_rate:
+    wp = max(2, len(pre) // 3)
+    pre_rate = (statistics.median(pre[-2 * wp:-wp]) - statistics.median(pre[-wp:])) / wp if len(pre) >= 6 else 0.0
+    if pre_rate * wp >= 0.01 * scale:  # it was learning when the LR collapsed
+        if post_rate >= 0.1 * pre_rate:
             return None
-    else:
+    else:  # nothing learned before the collapse (or already converged): stalled only if it never learned
         pre_rate = float("nan")
-        if post_gain >= 0.02 * scale or statistics.median(post[-w:]) < 0.9 * losses[0]:
+        if statistics.median(post[-w:]) < 0.9 * losses[0]:  # collapsed at once, yet it learned
             return None
     return {"loss_at_collapse": statistics.median(post[:w]), "loss_last": statistics.median(post[-w:]),
             "rate_before": pre_rate, "rate_after": post_rate}
