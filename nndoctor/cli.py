@@ -31,7 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_outputs(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget", type=_positive_float, default=None, metavar="SECONDS",
-                   help="time budget for the whole playbook (default 120)")
+                   help="time budget for the whole playbook (default 120 s; 5 with --quick, 900 with --thorough)")
+    depth = p.add_mutually_exclusive_group()
+    depth.add_argument("--quick", dest="mode", action="store_const", const="quick", default="default",
+                       help="the run-after-every-change loop: step 1, the five bugs and a short one-batch "
+                            "overfit; no baselines or comparisons")
+    depth.add_argument("--thorough", dest="mode", action="store_const", const="thorough",
+                       help="every experiment, with a long budget")
     p.add_argument("--memory", default=None, metavar="SIZE", help="device memory budget, e.g. 2GiB")
     p.add_argument("--device", default=None, metavar="DEVICE",
                    help="device the memory budget is for, e.g. cuda (need not be on this machine; default: the model's)")
@@ -131,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # ----- check ---------------------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
-    from nndoctor.playbook import DEFAULT_BUDGET, check
+    from nndoctor.playbook import check
     from nndoctor.report.console import emit_report, progress_display
     from nndoctor.setup_file import SetupFileError, load_setup
     from nndoctor.spec import SetupError, parse_size
@@ -156,8 +162,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise UsageError(f"--device must name a torch device such as cuda or cpu, got {args.device!r}") from None
     with progress_display() as progress:
         try:
-            report = check(setup, seed=args.seed, budget=args.budget or DEFAULT_BUDGET, select=args.select,
-                           ignore=args.ignore, memory=args.memory, progress=progress)
+            report = check(setup, seed=args.seed, budget=args.budget or "auto", select=args.select,
+                           ignore=args.ignore, memory=args.memory, progress=progress, mode=args.mode)
         except SetupError as exc:
             raise UsageError(str(exc)) from None
     return emit_report(report, args.json, args.html, title=f"nndoctor check {args.target}")

@@ -20,6 +20,11 @@ from nndoctor.sandbox import Snapshot, fingerprint, fingerprint_diff, preserved_
 from nndoctor.spec import Setup, SetupError
 
 DEFAULT_BUDGET = 120.0  # seconds for the whole playbook; experiments scale themselves to what is left
+QUICK_BUDGET = 5.0  # --quick: the run-after-every-change loop; the one-batch overfit gets a share of this
+THOROUGH_BUDGET = 900.0  # --thorough: every experiment, run to its own caps rather than a share of 2 minutes
+MODES = ("quick", "default", "thorough")
+MODE_BUDGETS = {"quick": QUICK_BUDGET, "default": DEFAULT_BUDGET, "thorough": THOROUGH_BUDGET}
+QUICK_STEPS = ("run", "bugs", "overfit")  # no baselines, no comparisons: those need trained copies
 INTERRUPTED = "interrupted (Ctrl-C)"
 
 
@@ -27,17 +32,22 @@ def check(
     setup: Setup,
     *,
     seed: int = 0,
-    budget: float | None = DEFAULT_BUDGET,
+    budget: float | None | str = "auto",
     select: str | list[str] | None = None,
     ignore: str | list[str] | None = None,
     memory: int | str | None = None,
     progress: Callable[[str], None] | bool | None = None,
+    mode: str = "default",
 ) -> Report:
     """Run the whole playbook on copies of ``setup`` and return the Report.
 
     ``select``/``ignore`` take codes, family prefixes or names. The user's objects and the global
     RNG states are left exactly as they were. ``progress``: None (default) shows it in a notebook or
     on a terminal, True always, False never; a callable receives each message instead.
+    ``mode``: "quick" (step 1, the five bugs and the one-batch overfit on a short budget; no baselines,
+    comparisons or memory search), "default", or "thorough" (every experiment, a long budget).
+    ``budget``: seconds for the whole playbook, None for no limit, "auto" for the mode's (quick 5,
+    default 120, thorough 900).
     """
     if not isinstance(setup, Setup):
         raise SetupError(f"nndoctor.check expects a Setup, got {type(setup).__name__}")
@@ -48,6 +58,11 @@ def check(
         raise SetupError(exc.args[0]) from None
     from nndoctor.spec import parse_size
 
+    if mode not in MODES:
+        raise SetupError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if budget == "auto":
+        budget = MODE_BUDGETS[mode]
+
     memory_budget = parse_size(memory) if memory is not None else None
     user_optimizer = setup.optimizer if isinstance(setup.optimizer, torch.optim.Optimizer) else None
     before = fingerprint(setup.model, user_optimizer)
@@ -56,10 +71,11 @@ def check(
     records: list[CheckRecord] = []
     interrupted = False
     grad_mode = torch.is_grad_enabled()
+    _import_torch_lazily_loaded_parts()
     with preserved_rng(), progress_display(progress) as progress:
         ctx = Context(setup, seed=seed, budget=Budget(budget), progress=progress, memory_budget=memory_budget)
         try:
-            _run_checks(ctx, records, selected, ignored, budget, seed, grad_mode)
+            _run_checks(ctx, records, selected, ignored, budget, seed, grad_mode, mode)
         except KeyboardInterrupt:  # Ctrl-C between two checks: stop there too, keep what was found
             interrupted = True
         interrupted = interrupted or any(r.detail == INTERRUPTED for r in records)
@@ -75,6 +91,7 @@ def check(
             "seconds": round(time.monotonic() - started, 3),
             "seed": seed,
             "budget_seconds": budget,
+            "mode": mode,
             "interrupted": interrupted,
             # what was decided, not how long it took: some check was skipped or cut short by the budget
             "budget_reached": any("time budget" in r.detail for r in records),
@@ -88,7 +105,7 @@ def check(
 
 
 def _run_checks(ctx: Context, records: list[CheckRecord], selected: set[str], ignored: set[str],
-                budget: float | None, seed: int, grad_mode: bool) -> None:
+                budget: float | None, seed: int, grad_mode: bool, mode: str = "default") -> None:
     """Each check in playbook order, its status appended to ``records``; returns early on Ctrl-C."""
     for spec in all_checks():
         wanted = set(spec.codes)
@@ -97,6 +114,9 @@ def _run_checks(ctx: Context, records: list[CheckRecord], selected: set[str], ig
         wanted -= ignored
         if not wanted and not spec.prerequisite:
             records.append(CheckRecord(spec.name, "skipped", 0.0, "not selected", spec.step))
+            continue
+        if mode == "quick" and _left_out_of_quick(spec, ctx):
+            records.append(CheckRecord(spec.name, "skipped", 0.0, "quick mode", spec.step))
             continue
         if spec.needs_run and not ctx.run_ok:
             records.append(CheckRecord(spec.name, "skipped", 0.0, "the model does not run one training step", spec.step))
@@ -127,6 +147,21 @@ def _run_checks(ctx: Context, records: list[CheckRecord], selected: set[str], ig
         finally:
             torch.set_grad_enabled(grad_mode)
         records.append(CheckRecord(spec.name, status, time.monotonic() - t0, detail, spec.step))
+
+
+def _import_torch_lazily_loaded_parts() -> None:
+    """torch imports torch._dynamo on the first call of any optimizer method (2-6 s on 2 busy cores, once
+    per process). The user's own training pays it too; it is counted in the report's seconds but not
+    charged to the budget, or a 5 s --quick budget would be spent before the first check."""
+    import torch._dynamo  # noqa: F401
+
+
+def _left_out_of_quick(spec, ctx: Context) -> bool:
+    if spec.step not in QUICK_STEPS and spec.step != "distributed":
+        return True
+    if spec.name == "memory-fit":
+        return ctx.memory_budget is None  # the memory search runs in quick mode only for --memory
+    return False
 
 
 def _task_summary(ctx: Context, may_run_user_code: bool) -> dict:

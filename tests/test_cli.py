@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from nndoctor.playbook import QUICK_BUDGET
+
 HERE = os.path.dirname(__file__)
 FILES = os.path.join(HERE, "files")
 CLEAN = os.path.join(FILES, "clean_setup.py")
@@ -102,3 +104,34 @@ def test_demo_finds_its_planted_bugs(tmp_path):
     codes = {f["code"] for f in json.loads(path.read_text())["findings"]}
     assert {"LOS001", "DAT001"} <= codes
     assert "nndoctor check" in out.stdout
+
+
+# ----- --quick and --thorough ----------------------------------------------------------------------
+def test_quick_finds_a_planted_bug_and_skips_the_compare_step():
+    from cases.los_cases import _softmax_head
+
+    from helpers import run_checked
+
+    for fixed in (False, True):  # the planted softmax head, and its twin without it
+        report = run_checked(_softmax_head(fixed=fixed), mode="quick")
+        los001 = [f for f in report.findings if f.code == "LOS001"]
+        assert bool(los001) is not fixed, [f.code for f in report.findings]
+        if los001:
+            assert los001[0].location == "model.head.2"
+        assert report.meta["mode"] == "quick"
+        compare = [c for c in report.checks if c.step == "compare"]
+        assert compare and all(c.status == "skipped" and c.detail == "quick mode" for c in compare)
+        memory = [c for c in report.checks if c.name == "memory-fit"]
+        assert all(c.detail == "quick mode" for c in memory)  # no memory search without a memory budget
+        assert report.meta["budget_seconds"] == QUICK_BUDGET
+
+
+def test_quick_and_thorough_on_the_command_line(tmp_path):
+    path = tmp_path / "r.json"
+    out = nndoctor("check", CLEAN + ":wrong_in_features", "--thorough", "--json", str(path))
+    assert out.returncode == 1, out.stdout + out.stderr  # RUN001, as without the flag
+    doc = json.loads(path.read_text())
+    assert doc["meta"]["mode"] == "thorough" and doc["meta"]["budget_seconds"] == 900
+    out = nndoctor("check", CLEAN, "--quick", "--thorough")
+    assert out.returncode == 2 and "not allowed with" in out.stderr
+    assert "--quick" in nndoctor("check", "--help").stdout
