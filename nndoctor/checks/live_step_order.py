@@ -24,10 +24,10 @@ def judge(watcher: Any) -> list[Finding]:
 
 
 def _zeroed(o: Any) -> list[Finding]:
-    n = len(o.zeroed_steps)
+    n = o.zeroed_steps.n
     if not _most(n, o.steps):
         return []
-    site = o.zeroed_steps[0]
+    site = o.zeroed_steps.kept[0]
     return [Finding(
         "GRD006", f"In {n} of {o.steps} steps of the {o.optimizer_type}, zero_grad() ran after backward() and "
         f"before step() (at {site}): every step found its gradients erased and applied none of them.",
@@ -38,11 +38,11 @@ def _zeroed(o: Any) -> list[Finding]:
 
 
 def _reset(o: Any) -> list[Finding]:
-    n = len(o.reset_steps)
+    n = o.reset_steps.n
     if not _most(n, o.steps):
         return []
-    k = max(c for c, _ in o.reset_steps)
-    site = next((s for _, s in o.reset_steps if s), "optimizer")
+    k = max(c for c, _ in o.reset_steps.kept)
+    site = next((s for _, s in o.reset_steps.kept if s), "optimizer")
     return [Finding(
         "GRD007", f"In {n} of {o.steps} steps of the {o.optimizer_type}, up to {k} micro-batches ran backward() "
         f"but zero_grad() (at {site}) erased each one's gradients before the step used them: only the last "
@@ -53,11 +53,11 @@ def _reset(o: Any) -> list[Finding]:
 
 
 def _summed(o: Any) -> list[Finding]:
-    n = len(o.summed_steps)
+    n = o.summed_steps.n
     if not _most(n, o.steps):
         return []
-    k = max(c for c, _ in o.summed_steps)
-    site = next((s for _, s in o.summed_steps if s), "loss")
+    k = max(c for c, _ in o.summed_steps.kept)
+    site = next((s for _, s in o.summed_steps.kept if s), "loss")
     plain = o.optimizer_type in _PLAIN_STEP
     harm = (f"with {o.optimizer_type} the update is {k}x that of the mean gradient: an effective learning rate "
             f"of {k * o.lr:.3g} instead of {o.lr:.3g}") if plain else \
@@ -74,15 +74,15 @@ def _summed(o: Any) -> list[Finding]:
 
 
 def _late_clips(o: Any) -> list[Finding]:
-    n = len(o.late_clips)
+    n = o.late_clips.n
     if not _most(n, o.steps):
         return []
-    first = o.late_clips[0]
+    first = o.late_clips.kept[0]
     kind, threshold, site = first["kind"], first["threshold"], first["site"] or "optimizer"
-    over = [c["step_norm"] for c in o.late_clips if c["step_norm"] > threshold]
+    over, largest = o.late_over
     name = "clip_grad_norm_" if kind == "norm" else "clip_grad_value_"
     if over:
-        harm = (f"in {len(over)} of these steps the gradient norm was above {threshold:g} (up to {max(over):.3g}) "
+        harm = (f"in {over} of these steps the gradient norm was above {threshold:g} (up to {largest:.3g}) "
                 "and went unclipped")
     else:
         harm = f"the gradient norm stayed at most {threshold:g} in these steps, so no harm was measured yet"
@@ -90,14 +90,14 @@ def _late_clips(o: Any) -> list[Finding]:
         "GRD009", f"In {n} of {o.steps} steps of the {o.optimizer_type}, {name} (at {site}) ran before the "
         f"step's backward(): it clipped nothing of the gradients the step applied; {harm}.",
         location=site, severity=None if over else "info",
-        evidence={"steps": o.steps, "clipped_before_backward": n, "threshold": threshold, "unclipped_steps": len(over),
-                  "max_norm_seen": max(over) if over else None, "clip_at": site, "cause": CAUSE},
+        evidence={"steps": o.steps, "clipped_before_backward": n, "threshold": threshold, "unclipped_steps": over,
+                  "max_norm_seen": largest if over else None, "clip_at": site, "cause": CAUSE},
         suggestions=[f"Call {name} after loss.backward() and before optimizer.step()."])]
 
 
 def _scaled_clips(o: Any) -> list[Finding]:
-    clips = [c for c in o.scaled_clips if isinstance(c.get("norm"), float) and c["scale"] > 1]
-    if not _most(len(clips), o.steps):
+    clips = [c for c in o.scaled_clips.kept if isinstance(c.get("norm"), float) and c["scale"] > 1]
+    if not clips or not _most(o.scaled_clips.n, o.steps):
         return []
     first = clips[0]
     threshold, site = first["threshold"], first["site"] or "optimizer"
@@ -106,12 +106,12 @@ def _scaled_clips(o: Any) -> list[Finding]:
               for c in clips if c["norm"] > 0]
     worst = max(shrunk, default=1.0)
     harmed = sum(s > 1.01 for s in shrunk)
-    harm = (f"in {harmed} of {len(clips)} clips the scaled norm (e.g. {first['norm']:.3g} at scale {first['scale']:g}) "
+    harm = (f"in {harmed} of the {len(clips)} clips measured the scaled norm (e.g. {first['norm']:.3g} at scale {first['scale']:g}) "
             f"was compared with {threshold:g}: gradients shrunk up to {worst:.3g}x more than clipping the true "
             "norm would") if harmed else "the clip left the gradients unchanged so far"
     return [Finding(
         "GRD009", f"clip_grad_norm_ (at {site}) ran on gradients a GradScaler had scaled and not unscaled: {harm}.",
         location=site, severity=None if harmed else "info",
-        evidence={"scaled_clips": len(clips), "harmed_clips": harmed, "threshold": threshold,
+        evidence={"scaled_clips": o.scaled_clips.n, "measured_clips": len(clips), "harmed_clips": harmed, "threshold": threshold,
                   "max_extra_shrink": worst, "scale": first["scale"], "clip_at": site, "cause": CAUSE},
         suggestions=["Call scaler.unscale_(optimizer) before clipping, then scaler.step(optimizer)."])]

@@ -40,6 +40,21 @@ def _graph_task() -> int:
     return torch._C._current_graph_task_id()
 
 
+class Tally:
+    """How many times something happened, and the first ``KEPT`` of them (a long run holds no more)."""
+
+    KEPT = 64
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.kept: list[Any] = []
+
+    def add(self, item: Any) -> None:
+        self.n += 1
+        if len(self.kept) < self.KEPT:
+            self.kept.append(item)
+
+
 class _Order:
     """One optimizer's window (since its last step) and its counts over the run."""
 
@@ -64,11 +79,12 @@ class _Order:
         self.wiped_sites: set[str] = set()
         self.steps = 0
         # over the run
-        self.zeroed_steps: list[str] = []
-        self.reset_steps: list[tuple[int, str]] = []  # (micro-batches, site of the zero_grad)
-        self.summed_steps: list[tuple[int, str]] = []  # (micro-batches, backward site)
-        self.late_clips: list[dict[str, Any]] = []
-        self.scaled_clips: list[dict[str, Any]] = []
+        self.zeroed_steps = Tally()  # sites of the zero_grad
+        self.reset_steps = Tally()  # (micro-batches, site of the zero_grad)
+        self.summed_steps = Tally()  # (micro-batches, backward site)
+        self.late_clips = Tally()  # the clip's record, with the step's gradient norm
+        self.late_over = (0, 0.0)  # late clips whose step's norm was above the threshold: (count, largest norm)
+        self.scaled_clips = Tally()  # the clip's record, with its returned norm and the scale (read at the end)
         self.optimizer_type = ""
         self.lr = 0.0
 
@@ -241,8 +257,8 @@ class StepOrderWatcher(Watcher):
             o.clip = {"kind": kind, "threshold": float(threshold), "site": _site(), "had_grads":
                       any(p.grad is not None for p in params)}
             o.backward_after_clip = False
-            if scaler is not None and kind == "norm" and isinstance(result, torch.Tensor) and len(o.scaled_clips) < 32:
-                o.scaled_clips.append({**o.clip, "norm": result.detach(), "scale": scaler.detach().clone()})
+            if scaler is not None and kind == "norm" and isinstance(result, torch.Tensor):
+                o.scaled_clips.add({**o.clip, "norm": result.detach(), "scale": scaler.detach().clone()})
 
     # ----- GradScaler ---------------------------------------------------------------------------------
     def _after_scale(self, result: Any, scaler, outputs: Any, *args: Any, **kwargs: Any) -> None:
@@ -288,15 +304,17 @@ class StepOrderWatcher(Watcher):
         rates = [g.get("lr", 0.0) for g in optimizer.param_groups]
         o.lr = max((float(r) for r in rates if not isinstance(r, torch.Tensor)), default=o.lr)
         if o.window_backwards and not o.micro and o.zero_site:
-            o.zeroed_steps.append(o.zero_site)
+            o.zeroed_steps.add(o.zero_site)
         elif o.wiped and o.micro and o.last_site in o.wiped_sites:  # the same backward line: a micro-batch loop
-            o.reset_steps.append((o.wiped + o.micro, o.wipe_site))
+            o.reset_steps.add((o.wiped + o.micro, o.wipe_site))
         # one backward line, run once per micro-batch (two lines, like a GAN's real and fake halves, are two
         # losses summed on purpose)
         if o.fresh >= 2 and o.since_zero and o.unaveraged == o.fresh and len(o.unaveraged_sites) == 1:
-            o.summed_steps.append((o.fresh, o.last_site))
+            o.summed_steps.add((o.fresh, o.last_site))
         if o.clip is not None and o.backward_after_clip and o.micro:
-            o.late_clips.append({**o.clip, "step_norm": self.run.step_norm})
+            o.late_clips.add({**o.clip, "step_norm": self.run.step_norm})
+            if self.run.step_norm > o.clip["threshold"]:
+                o.late_over = (o.late_over[0] + 1, max(o.late_over[1], self.run.step_norm))
         o.window_backwards = o.wiped = 0
         o.wipe_site = o.zero_site = ""
         o.wiped_sites = set()
@@ -305,14 +323,14 @@ class StepOrderWatcher(Watcher):
     def on_run_end(self) -> None:
         self.stop()
         for o in self.orders.values():  # the clip norms and scales, read once, off the hot path
-            if o.scaled_clips:
+            if o.scaled_clips.kept:
                 try:
                     values = torch.stack([torch.stack([c["norm"].float().reshape(()), c["scale"].float().reshape(-1)[0]])
-                                          for c in o.scaled_clips]).tolist()
-                    for c, (norm, scale) in zip(o.scaled_clips, values):
+                                          for c in o.scaled_clips.kept]).tolist()
+                    for c, (norm, scale) in zip(o.scaled_clips.kept, values):
                         c["norm"], c["scale"] = norm, scale
                 except Exception:
-                    o.scaled_clips = []
+                    o.scaled_clips = Tally()
 
     def describe(self) -> str:
         return (f"order of backward, zero_grad, clipping and step for {len(self.orders)} optimizer(s)"
