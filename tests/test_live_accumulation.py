@@ -114,6 +114,23 @@ def test_backward_through_torch_autograd_backward_is_followed_too():
     assert mon.report().codes() == set()
 
 
+def test_lbfgs_closure_evaluated_several_times_per_step_is_silent():
+    # the closure zeroes and runs backward at every evaluation inside step(); the parameters move in between
+    with nndoctor.Monitor() as mon:
+        x, y, model, _ = toy_problem(128)
+        opt = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=5)
+
+        def closure():
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        for _ in range(4):
+            opt.step(closure)
+    assert mon.report().codes() == set()
+
+
 def test_sam_two_backward_passes_per_step_are_silent():
     # SAM: backward, perturb the weights (the gradients are used), zero_grad, backward again, step
     with nndoctor.Monitor() as mon:
