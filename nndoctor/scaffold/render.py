@@ -50,13 +50,14 @@ def render(w: Written) -> str:
     if w.framework == "lightning":
         parts.append(LIGHTNING_MODULE)
     parts += [_setup(w), _main(w)]
-    return "\n\n\n".join(p.strip("\n") for p in parts) + "\n"
+    head, rest = parts[0], parts[1:]
+    return head + "\n\n" + "\n\n\n".join(p.strip("\n") for p in rest) + "\n"
 
 
 def _docstring(w: Written) -> str:
     name = os.path.basename(w.path)
     family = {"tabular": "an MLP", "image": "a small CNN", "sequence": "a small GRU", "tokens": "a small GRU"}
-    framework = {"torch": "PyTorch", "lightning": "a Lightning module", "keras": "a Keras 3 model (torch backend)"}
+    framework = {"torch": "PyTorch", "lightning": "Lightning", "keras": "Keras 3 (torch backend)"}
     lines = "\n".join(w.profile.lines())
     return f'''"""A deliberately lightweight first model, written by `nndoctor init`: {family[w.profile.inputs]} in {framework[w.framework]}.
 
@@ -73,9 +74,9 @@ Start here: make this train and beat the simple baselines, then add complexity o
 
 def _imports(w: Written) -> str:
     stdlib = sorted({"os", *w.source.imports} | ({"os"} if w.framework == "keras" else set()))
-    lines = [f"import {m}" for m in stdlib] + ["", "import numpy as np", "import torch"]
+    lines = [f"import {m}" for m in stdlib] + [""]
     if w.framework == "lightning":
-        lines += ["import lightning as L", "from torch import nn",
+        lines += ["import lightning as L", "import numpy as np", "import torch", "from torch import nn",
                   "from torch.utils.data import DataLoader, TensorDataset", "", "import nndoctor",
                   "from nndoctor.integrations.lightning import NNDoctorCallback"]
     elif w.framework == "keras":
@@ -84,7 +85,7 @@ def _imports(w: Written) -> str:
             "", "import keras", "import numpy as np", "import torch", "from torch import nn", "", "import nndoctor",
             "from nndoctor.integrations.keras import NNDoctorCallback"]
     else:
-        lines += ["from torch import nn", "", "import nndoctor"]
+        lines += ["import numpy as np", "import torch", "from torch import nn", "", "import nndoctor"]
     return "\n".join(lines)
 
 
@@ -216,8 +217,10 @@ def _model(w: Written) -> str:
                   " " * 8)
     return f'''
 def build_model():
-    """{KERAS_WHY[kind]}. Lightweight on purpose: it trains in seconds and sets the bar anything bigger
-    must beat. No dropout, augmentation or weight decay yet: add them one at a time once this one fits.
+    """{KERAS_WHY[kind]}.
+
+    Lightweight on purpose: it trains in seconds and sets the bar anything bigger must beat. No dropout,
+    augmentation or weight decay yet: add them one at a time once this one fits.
     On the torch backend a Keras model is a torch.nn.Module, so `nndoctor check` can work on it too."""
     layers = keras.layers
     keras.utils.set_random_seed(SEED)
@@ -301,9 +304,11 @@ def make_optimizer(params):
 def _setup(w: Written) -> str:
     task = {"binary": "classification"}.get(w.profile.task, w.profile.task)
     model = {"torch": "Model()", "lightning": "LitModel()", "keras": "build_model()"}[w.framework]
+    why = ("\n    The Keras model is the torch module it is on this backend; make_loss() is the same objective\n"
+           "    as the Keras loss in the training block.\n    " if w.framework == "keras" else "")
     return f'''
 def setup():
-    """What `nndoctor check` runs: the same model, data, loss and optimizer as the training below."""
+    """What `nndoctor check` runs: the same model, data, loss and optimizer as the training below.{why}"""
     torch.manual_seed(SEED)
     x_train, y_train, x_val, y_val = prepare()
     return nndoctor.Setup(
@@ -401,7 +406,8 @@ def evaluate(model, x, y):
 if __name__ == "__main__":
     x_train, y_train, x_val, y_val = prepare()
     model = build_model()
-    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss={loss})
+    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE),
+                  loss={loss})
     doctor = NNDoctorCallback()  # watches every step of fit(); doctor.report() after training
     model.fit(x_train.numpy(), y_train.numpy(), batch_size=BATCH_SIZE, epochs=EPOCHS,
               validation_data=(x_val.numpy(), y_val.numpy()), callbacks=[doctor], verbose=0)
