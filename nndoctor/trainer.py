@@ -59,6 +59,7 @@ class Variant:
     optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None  # replaces the user's optimizer
     train_mode: bool = True
     inputs: Callable[[Any], Any] | None = None  # a change to the batch's inputs
+    targets: Callable[[Any], Any] | None = None  # a change to the batch's targets (e.g. standardised)
 
 
 def lr_variant(base_lr: float, k: int) -> Variant:
@@ -223,8 +224,11 @@ class Trainer:
     def batch(self, step: int = 0) -> Any:
         """The batch of ``step``, with the variant's change to the inputs."""
         batch = self.batches(step)
-        pair = self.ctx.pair(batch) if self.variant.inputs is not None else None
-        return (self.variant.inputs(pair[0]), pair[1]) if pair is not None else batch
+        v = self.variant
+        pair = self.ctx.pair(batch) if v.inputs is not None or v.targets is not None else None
+        if pair is None:
+            return batch
+        return (v.inputs(pair[0]) if v.inputs else pair[0], v.targets(pair[1]) if v.targets else pair[1])
 
     def loss_and_outputs(self, batch: Any) -> tuple[torch.Tensor, Any]:
         if self.variant.loss_fn is None:

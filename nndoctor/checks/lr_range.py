@@ -14,6 +14,9 @@ from nndoctor.checks.overfit_experiment import (MAX_EXPONENT, MAX_SWEEP_RUNS, MI
 from nndoctor.probes import curve
 from nndoctor.probes.single_batch import OneBatch, lr_variant
 
+# Beyond the user's rate times 10**+-4, the range test still reaches these (an SGD rate of 1e-7 is 6 decades
+# from a working one): the span of fastai's lr_find.
+LOWEST_LR, HIGHEST_LR = 1e-7, 10.0
 CLOSE_STEPS = 2.0  # in the range: converges within twice the best's steps
 CLOSE_FALL = 0.25  # or (when none converges) falls at least 75% as far as the best
 
@@ -83,7 +86,8 @@ def lr_range(exp: Experiment) -> LrRange | None:
     ranks: dict[int, tuple] = {0: _rank(exp.baseline, SWEEP_STEPS)}
 
     def attempt(k: int) -> bool:
-        if k in runs or not MIN_EXPONENT <= k <= MAX_EXPONENT or len(runs) >= MAX_SWEEP_RUNS:
+        in_range = MIN_EXPONENT <= k <= MAX_EXPONENT or LOWEST_LR <= base_lr * 10.0**k <= HIGHEST_LR
+        if k in runs or not in_range or len(runs) >= MAX_SWEEP_RUNS:
             return False
         if time.monotonic() >= deadline:
             return False

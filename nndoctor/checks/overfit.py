@@ -9,8 +9,9 @@ error reaches the goal, for at most MAX_STEPS steps and a share of the time budg
   - OFB002 explodes / OFB003 oscillates: the learning rate 10x and 100x lower (and the range test's
     suggestion) are trained to the goal; one that gets there and stays says it is the learning rate,
     none says numerics (the NUM findings). A loss that is NaN/Inf before any update is never the rate;
-  - OFB004 plateaus: a higher learning rate, no weight decay, no dropout, and the mechanical fixes of
-    earlier findings are each tried; the message says which unblocks it.
+  - OFB004 plateaus or falls too slowly: the differential diagnosis (checks/diagnosis.py) tries one
+    change at a time (learning rate over several decades, initialisation, output activation, scaling,
+    regularisation, width, earlier findings' fixes); the one that removes it is the cause (error).
 The learning-rate range test also runs when the model overfits (OFB000 reports the range). Fixes of
 any finding that has a mechanical one (``nndoctor.fixes``) are verified the same way: before and after.
 """
@@ -20,15 +21,18 @@ from typing import Any
 
 from nndoctor import fixes
 from nndoctor.checks import SkipCheck, check
+from nndoctor.checks.diagnosis import Diagnosis, diagnose
 from nndoctor.checks.lr_range import LrRange, lr_range
-from nndoctor.checks.overfit_experiment import (MIN_STEPS, UNSTABLE, Experiment, error_words, experiment, goal_words,
-                                                loss_words, num, outcome_words, run_evidence, series_words, signed)
-from nndoctor.checks.verified_fixes import before_after, fix_trial, verify_fix, verify_fixes
+from nndoctor.checks.overfit_experiment import (LOSS_OK, MIN_STEPS, UNSTABLE, Experiment, error_ok, error_words,
+                                                experiment, goal_words, loss_words, num, outcome_words, run_evidence,
+                                                series_words, signed)
+from nndoctor.checks.verified_fixes import before_after, verify_fix, verify_fixes
 from nndoctor.context import Context
 from nndoctor.probes import curve
 from nndoctor.probes.repeat_read import read_twice
 from nndoctor.probes.single_batch import OneBatch, Variant, descent_check, lr_variant
-from nndoctor.trainer import has_dropout, without_dropout, without_weight_decay
+
+FAR = 4.0  # a slow descent is a symptom while the error is still this many times the goal
 
 
 # ----- the check --------------------------------------------------------------------------------------
@@ -125,6 +129,7 @@ def _goes_up(ctx: Context, exp: Experiment, shape: curve.Shape) -> bool:
     if d.descent_change is not None:
         message += f", a step of the same length down its gradient by {signed(d.descent_change)}"
     message += "."
+    evidence["cause"] = "loss" if loss_flipped else "optimizer"  # confirmed by the directions above
     finding = ctx.emit("OFB001", message, location=location, evidence=evidence, suggestions=suggestions)
     if fix is not None:
         verify_fix(exp, finding, fixes.FixTrial(fix_words, fix))
@@ -171,7 +176,9 @@ def _too_fast(ctx: Context, exp: Experiment, shape: curve.Shape, code: str) -> N
         if sweep is not None:
             message += " " + sweep.sentence()
         suggestions.append(f"Lower the learning rate to about {num(c.lr)} (or add warm-up / gradient clipping).")
-        evidence["verified_fix"] = before_after(base, c, f"with lr {num(c.lr)}")
+        evidence["verified_fix"] = {**before_after(base, c, f"with lr {num(c.lr)}"),
+                                    "summary": f"lr {num(base.lr)} -> {num(c.lr)}: goal reached in {c.converged_at} steps"}
+        evidence["cause"] = "learning-rate"
         exp.keep_curve(f"confirmation: lr {num(c.lr)}", c)
     elif code == "OFB002":
         lowest = min(exp.lower_rates_tried, default=0)
@@ -197,7 +204,7 @@ def _too_fast(ctx: Context, exp: Experiment, shape: curve.Shape, code: str) -> N
                 message += (f" Reading the same samples twice ({reread.how}) gave different inputs (random "
                             "augmentation): a fixed batch is a moving target when read through the dataset.")
     ctx.emit(code, message, location="optimizer" if lower is not None else "model", evidence=evidence,
-             suggestions=suggestions)
+             suggestions=suggestions, severity="error" if lower is not None else None)
 
 
 def _lower_rate_that_converges(exp: Experiment, sweep: LrRange | None) -> tuple[int, OneBatch] | None:
@@ -216,6 +223,14 @@ def _lower_rate_that_converges(exp: Experiment, sweep: LrRange | None) -> tuple[
     return None
 
 
+def _far_from_goal(exp: Experiment) -> bool:
+    """After the baseline's run, is its error (or loss) still more than FAR times the goal?"""
+    base = exp.baseline
+    if base.error:
+        return base.error[exp.baseline_steps - 1] > FAR * error_ok(exp.kind)
+    return base.loss[exp.baseline_steps - 1] > FAR * LOSS_OK * abs(base.loss[0])
+
+
 def _stalls(ctx: Context, exp: Experiment, shape: curve.Shape) -> None:
     """OFB004: try each change that could unblock a plateau (or a slow descent) and say which does."""
     base = exp.baseline
@@ -230,47 +245,20 @@ def _stalls(ctx: Context, exp: Experiment, shape: curve.Shape) -> None:
     sweep = lr_range(exp)
     if sweep is not None:
         evidence["lr_range"] = sweep.evidence()
-    tried: list[dict[str, Any]] = []
-    unblocked: list[str] = []
-    suggestions: list[str] = []
-    for change, advice, trainer in _unblocking_runs(ctx, exp, sweep):
-        result = before_after(base, trainer, change)
-        tried.append(result)
-        if result["verified"]:
-            unblocked.append(f"{change} ({outcome_words(trainer)})")
-            suggestions.append(advice)
-            exp.keep_curve(f"confirmation: {change}", trainer)
-    evidence["tried"] = tried
-    if unblocked:
-        message += " Confirmed by changing one thing at a time on a copy: it unblocks " + "; ".join(unblocked) + "."
-        evidence["verified_fix"] = next(t for t in tried if t["verified"])
-    elif tried:
-        message += (" None of these unblocks it: " + ", ".join(t["fix"] for t in tried) + ". Look at the loss and "
-                    "the data (LOS, DAT findings) and at gradient flow (GRD findings).")
+    # A descent that is nearly there (a correct model a little slower than MAX_STEPS) is no symptom.
+    d = diagnose(exp) if plateau or _far_from_goal(exp) else Diagnosis()
+    evidence["tried"] = d.tried
+    message += d.words()
+    suggestions = [d.advice] if d.cause else []
+    if d.cause is not None:
+        evidence["cause"], evidence["verified_fix"] = d.cause, d.verified_fix
+        exp.keep_curve(f"confirmation: {d.change}", d.run)
+    elif d.ruled_out:
+        message += " Look at the loss and the data (LOS, DAT findings) and at gradient flow (GRD findings)."
     related = sorted({f.code for f in ctx.findings if f.code.startswith(("LOS", "DAT", "NUM", "MOD"))})
     if related:
         message += f" Earlier findings that can cause this: {', '.join(related)}."
-    ctx.emit("OFB004", message, location="model", evidence=evidence, suggestions=suggestions,
-             severity=None if plateau else "info")  # slow but still falling is not a bug
-
-
-def _unblocking_runs(ctx: Context, exp: Experiment, sweep: LrRange | None):
-    """(the change, the advice, the run) for each change worth trying on a stalled run."""
-    base = exp.baseline
-    if sweep is not None and sweep.suggested > 0 and sweep.confirmation is not None:
-        lr = num(sweep.lr(sweep.suggested))
-        yield f"lr {lr}", f"Raise the learning rate to about {lr} (it is {num(base.lr)}).", sweep.confirmation
-    if exp.grads.steps and not exp.grads.update_norm.any() and exp.time_left() > 0:
-        trial = fixes.rebuilt_optimizer(ctx)
-        yield trial.description, "Build the optimizer over this model's parameters (see GRD002).", exp.run(trial.after)
-    decay = max((g.get("weight_decay") or 0 for g in base.optimizer.param_groups), default=0)
-    if decay and exp.time_left() > 0:
-        yield ("without weight decay", f"Lower the weight decay (it is {num(decay)}).",
-               exp.run(without_weight_decay()))
-    if has_dropout(base.model) and exp.time_left() > 0:
-        yield "without dropout", "Lower the dropout rate.", exp.run(without_dropout())
-    for finding in list(ctx.findings):
-        trial = fix_trial(ctx, finding)
-        if trial is not None and trial.before is None and exp.time_left() > 0:
-            yield (f"{trial.description} ({finding.code})", f"Fix {finding.code} at {finding.location}.",
-                   exp.run(trial.after))
+    # a confirmed cause is a bug; slow but still falling without one is a measurement, not a bug
+    severity = "error" if d.cause is not None else None if plateau else "info"
+    ctx.emit("OFB004", message, location="optimizer" if d.cause == "learning-rate" else "model", evidence=evidence,
+             suggestions=suggestions, severity=severity)

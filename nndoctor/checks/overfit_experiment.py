@@ -26,7 +26,7 @@ SHARE, MAX_SECONDS = 0.35, 60.0  # the overfit step's share of the remaining bud
 BASELINE_SHARE, SWEEP_SHARE = 0.6, 0.3  # of that: the baseline run (the verdict needs it), then of what is left
 # for the learning-rate range test; small models use a fraction of these (bench/bench_overfit.py)
 SWEEP_STEPS = 30  # steps per learning rate in the range test
-MAX_SWEEP_RUNS = 7
+MAX_SWEEP_RUNS = 10  # enough to walk from a rate 6 decades off (1e-7) to a working one
 MIN_EXPONENT, MAX_EXPONENT = -4, 4  # the range test tries the user's lr times 10**k for k in this range
 DOWNSAMPLE = 100  # points of a curve kept in evidence
 UNSTABLE = ("explodes", "rises", "oscillates")  # curve shapes of a learning rate that is too high

@@ -57,7 +57,7 @@ CASES = [
     Case("sgd-lr-1-momentum-0.99", lambda: _multilabel_dropout(_learning_rate(1.0, momentum=0.99)), ("OFB003",),
          twin=lambda: _multilabel_dropout(_learning_rate(0.1, momentum=0.9)), location="optimizer", select=("OFB",)),
     Case("learning-rate-1e-7", lambda: _digits(lambda p: torch.optim.Adam(p, lr=1e-7)), ("OFB004",),
-         twin=lambda: _digits(lambda p: torch.optim.Adam(p, lr=1e-3)), location="model", select=("OFB",)),
+         twin=lambda: _digits(lambda p: torch.optim.Adam(p, lr=1e-3)), location="optimizer", select=("OFB",)),
     Case("weight-decay-10", lambda: _digits(lambda p: torch.optim.Adam(p, lr=1e-3, weight_decay=10.0)), ("OFB004",),
          twin=lambda: _digits(lambda p: torch.optim.Adam(p, lr=1e-3, weight_decay=1e-4)), location="model",
          select=("OFB",)),
