@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from nndoctor.probes.watchers.base import Watcher
+from nndoctor.probes.sharded import local
 
 _NAN = torch.tensor(float("nan"))
 _ZERO = torch.zeros(())
@@ -21,7 +22,7 @@ class CurveWatcher(Watcher):
         self._pending = loss.detach()
 
     def reads(self, optimizer):
-        grads = [p.grad for p in self.run.trainable_params(optimizer) if p.grad is not None]
+        grads = [local(p.grad) for p in self.run.trainable_params(optimizer) if p.grad is not None]  # shard: no collective
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else _ZERO
         return (self._pending if self._pending is not None else _NAN, norm)
 

@@ -15,6 +15,7 @@ import torch
 from nndoctor.probes.errors import user_call_site
 from nndoctor.probes.watchers.base import Watcher, outside_nndoctor
 from nndoctor.probes.watchers.guarded import Patches
+from nndoctor.probes.sharded import local
 
 
 def _site() -> str:
@@ -175,14 +176,14 @@ class LRScheduleWatcher(Watcher):
             return
         params = [p for p in self.run.trainable_params(optimizer) if p.grad is not None]
         if params and sum(p.numel() for p in params) <= 20_000_000:
-            self._before = (id(optimizer), params, [p.detach().clone() for p in params])
+            self._before = (id(optimizer), params, [local(p.detach()).clone() for p in params])  # shards: no collective
 
     def on_after_optimizer_step(self, optimizer) -> None:
         self.opt_steps[id(optimizer)] = self.opt_steps.get(id(optimizer), 0) + 1
         if self._before is not None and self._before[0] == id(optimizer):
             try:
                 _, params, old = self._before
-                moved = torch._foreach_sub([p.detach() for p in params], old)
+                moved = torch._foreach_sub([local(p.detach()) for p in params], old)
                 norms = torch.stack([torch.linalg.vector_norm(torch.stack(torch._foreach_norm(moved))),
                                      torch.linalg.vector_norm(torch.stack(torch._foreach_norm(old)))])
                 self._updates.append((self.opt_steps[id(optimizer)], norms))  # read once, at the end

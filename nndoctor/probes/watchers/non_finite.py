@@ -11,6 +11,7 @@ import torch
 
 from nndoctor.probes.watchers.base import Watcher
 from nndoctor.probes.watchers.amp import replay_autocast
+from nndoctor.probes.sharded import local
 
 
 class NonFiniteWatcher(Watcher):
@@ -33,7 +34,7 @@ class NonFiniteWatcher(Watcher):
         module, inputs, kwargs = call
         names = run.root(module).names
         bad = [names.get(id(p), "?") for p in run.trainable_params(optimizer)
-               if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+               if p.grad is not None and not bool(torch.isfinite(local(p.grad)).all())]
         run.replaying = True
         try:
             replica = copy.deepcopy(module)

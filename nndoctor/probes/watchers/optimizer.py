@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from nndoctor.probes.watchers.base import Watcher
+from nndoctor.probes.sharded import local
 
 WINDOW = 3  # steps with a learning rate above 0 compared with the first before "changed none" is said
 
@@ -63,7 +64,7 @@ class OptimizerWatcher(Watcher):
 
     # ----- stepped but changed none ---------------------------------------------------------------
     def _stats(self, optimizer) -> torch.Tensor | None:
-        params = [p.detach() for p in self.run.trainable_params(optimizer)]
+        params = [local(p.detach()) for p in self.run.trainable_params(optimizer)]  # a rank's shard: no collective
         if not params or any(p.is_sparse for p in params):
             return None
         try:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from nndoctor.probes.watchers.base import Watcher
+from nndoctor.probes.sharded import local
 
 
 class StaleGradientsWatcher(Watcher):
@@ -41,9 +42,9 @@ class StaleGradientsWatcher(Watcher):
             if param.grad is None:
                 state["stale"] = None
             elif state["armed"]:
-                state["stale"] = (param.grad != 0).any()
+                state["stale"] = (local(param.grad) != 0).any()  # a shard: no collective
             elif state["stale"] is not None:
-                state["stale"] = state["stale"] & (param.grad != 0).any()
+                state["stale"] = state["stale"] & (local(param.grad) != 0).any()
             state["armed"] = False
 
         return hook
