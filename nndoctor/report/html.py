@@ -20,6 +20,8 @@ Plots read these keys, all optional (absent or malformed data means no plot, nev
     "model|baseline|chance|known|ablation", "value": float}, ...]}`` (as checks/compare.py writes it).
   - ``"loss_curve"``: the loss of a ``run`` per optimizer step: a curve. A plain list shorter than
     ``report.meta["steps"]`` (the run's optimizer steps) is a downsampled one: spread evenly over them.
+  - ``"lr_curve"``: the learning rate of a ``run`` per optimizer step (max over param groups), downsampled
+    as ``loss_curve``; plotted under it.
 
 A *curve* is ``[y, ...]``, ``[[step, y], ...]`` or ``{"steps": [...], "loss": [...]}``; NaN/Inf
 (or the strings "nan"/"inf") mark divergence.
@@ -200,8 +202,14 @@ def _run_curve(report: Report) -> str:
                if f.severity != Severity.INFO and isinstance(f.evidence.get("step"), int)]
     svg = _safe_plot(lambda: plots.curves_plot({"training loss": loss}, title="Loss during the run",
                                                markers=markers))
-    return f"<section class=run><h2>Training run</h2>{_figure(svg, 'Training loss per optimizer step.')}</section>" \
-        if svg else ""
+    lr = _extras(report).get("lr_curve")  # the LR per step (max over param groups), downsampled like the loss
+    if svg and isinstance(lr, list) and isinstance(steps, int) and 1 < len(lr) < steps:
+        lr = {"steps": [i * steps / len(lr) for i in range(len(lr))], "loss": lr}
+    lr_svg = _safe_plot(lambda: plots.curves_plot({"learning rate": lr}, title="Learning rate during the run",
+                                                  ylabel="learning rate", markers=markers)) if svg and lr else ""
+    lr_fig = _figure(lr_svg, "Learning rate per optimizer step (max over param groups).") if lr_svg else ""
+    return f"<section class=run><h2>Training run</h2>{_figure(svg, 'Training loss per optimizer step.')}{lr_fig}" \
+        "</section>" if svg else ""
 
 
 # ----- steps and findings ----------------------------------------------------------------------------
