@@ -128,7 +128,7 @@ def _inputs(source: Source, x: np.ndarray, forced: str | None) -> tuple[str, str
         tokens = integers and x.min() >= 0 and (x.max() >= 50 or forced == "sequence") and x.shape[1] >= 4
         if forced == "sequence" and not integers:
             return "sequence", "", ""  # one feature per step
-        if tokens and (forced == "sequence" or x.dtype.kind in "biu"):
+        if tokens and (forced == "sequence" or (x.dtype.kind in "biu" and x.dtype != np.uint8)):  # bytes: pixels
             return "tokens", "", "" if forced else "guessed token ids from non-negative integers; --task tabular if they are features"
         return "tabular", "", ""
     if x.ndim == 3:
