@@ -11,10 +11,22 @@ from typing import Any
 
 from nndoctor.catalogue import Severity
 from nndoctor.checks.live_curve import downsample
+from nndoctor.checks.live_curve import judge_curve as curve_findings
 from nndoctor.checks.live_schedule import STRONG, collapse
 from nndoctor.findings import Finding
 
 SMALL_UPDATE = 1e-4  # |update| / |weights| per step; healthy training is around 1e-3
+
+
+def judge_curve(watcher: Any) -> list[Finding]:
+    """The curve's findings (``live_curve.judge_curve``), each with its cause named from the learning-rate
+    schedule where the LR watcher saw one (a single loss: no game)."""
+    run = watcher.run
+    findings = curve_findings(watcher)
+    schedule = getattr(run, "lr_schedule", None)  # the LR watcher's (probes/watchers/lr_schedule.py)
+    if schedule is not None and len(run.loss_owners) <= 1:
+        findings = [name_cause(f, run, schedule) for f in findings]
+    return findings
 
 
 def name_cause(f: Finding, run: Any, schedule: Any) -> Finding:

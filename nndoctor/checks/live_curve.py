@@ -135,13 +135,7 @@ def judge_curve(watcher: Any) -> list[Finding]:
     """The curve watcher's losses and gradient norms. Several optimizers each stepping on a loss of its own
     play a game (GAN, actor-critic): no trend is judged then."""
     run = watcher.run
-    findings = judge(run.losses, run.grad_norms, trend=len(run.loss_owners) <= 1)
-    schedule = getattr(run, "lr_schedule", None)  # the LR watcher's (probes/watchers/lr_schedule.py)
-    if schedule is not None and len(run.loss_owners) <= 1:
-        from nndoctor.checks.live_causes import name_cause
-
-        findings = [name_cause(f, run, schedule) for f in findings]
-    return findings
+    return judge(run.losses, run.grad_norms, trend=len(run.loss_owners) <= 1)
 
 
 def judge_loss_sign(watcher: Any) -> list[Finding]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-from nndoctor.checks import distributed, live_curve, live_errors, live_gradients, live_numerics, modes
+from nndoctor.checks import distributed, live_causes, live_curve, live_errors, live_gradients, live_numerics, modes
 from nndoctor.findings import Finding
 from nndoctor.probes.watchers.base import Watcher
 from nndoctor.probes.watchers.curve import CurveWatcher
@@ -35,6 +35,9 @@ from nndoctor.checks import live_schedule
 from nndoctor.probes.watchers.lr_schedule import LRScheduleWatcher
 from nndoctor.checks import functional_modes
 from nndoctor.probes.watchers.functional_modes import FunctionalModesWatcher
+from nndoctor.checks import live_loss
+from nndoctor.probes.watchers.compiled import CompiledWatcher
+from nndoctor.probes.watchers.loss_inputs import LossInputsWatcher
 
 
 class LiveCheck(NamedTuple):
@@ -43,7 +46,7 @@ class LiveCheck(NamedTuple):
 
 
 LIVE_CHECKS: list[LiveCheck] = [
-    LiveCheck(CurveWatcher, live_curve.judge_curve),
+    LiveCheck(CurveWatcher, live_causes.judge_curve),  # the curve's findings, causes named from the LR schedule
     LiveCheck(LRScheduleWatcher, live_schedule.judge),  # sets run.lr_schedule, read by judge_curve
     LiveCheck(ErrorsWatcher, live_errors.judge),
     LiveCheck(NonFiniteWatcher, live_numerics.judge),
@@ -55,4 +58,6 @@ LIVE_CHECKS: list[LiveCheck] = [
     LiveCheck(RanksWatcher, distributed.judge_rank),
     LiveCheck(StepOrderWatcher, live_step_order.judge),  # after CurveWatcher: reads run.step_norm
     LiveCheck(AmpWatcher, live_precision.judge),
+    LiveCheck(CompiledWatcher, live_loss.judge_compiled),  # keeps the hub's hooks out of compiled graphs
+    LiveCheck(LossInputsWatcher, live_loss.judge_loss_inputs),
 ]
