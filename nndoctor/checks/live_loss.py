@@ -1,0 +1,61 @@
+"""Live judges of the loss's input (``probes/watchers/loss_inputs.py``): probabilities into a loss that
+applies softmax/sigmoid itself (LOS001), seen on the user's own first training steps; and the compiled-model
+guard (``probes/watchers/compiled.py``), which has nothing to judge."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch import nn
+
+from nndoctor.findings import Finding
+
+MODULE_OF = {"cross_entropy": "CrossEntropyLoss", "binary_cross_entropy_with_logits": "BCEWithLogitsLoss"}
+SQUASH = {"cross_entropy": (nn.Softmax,), "binary_cross_entropy_with_logits": (nn.Sigmoid,)}
+
+
+def _squashing_module(watcher: Any, name: str) -> str:
+    """The path of the last softmax (sigmoid) module of the model being trained, if it has one."""
+    for root in watcher.run.roots.values():
+        if root.trained:
+            found = [path for path, m in root.modules.items() if path and isinstance(m, SQUASH[name])]
+            if found:
+                return f"model.{found[-1]}"
+    return ""
+
+
+def judge_loss_inputs(watcher: Any) -> list[Finding]:
+    out = []
+    for name, looked in watcher.looked.items():
+        hits = watcher.probabilities.get(name, 0)
+        if not looked or hits < looked:  # every training call read fed it probabilities: not a coincidence
+            continue
+        loss, module = MODULE_OF[name], _squashing_module(watcher, name)
+        site = watcher.site.get(name, "")
+        made_by = f"the {module} layer" if module else ("a softmax" if name == "cross_entropy" else "a sigmoid")
+        evidence: dict[str, Any] = {"loss": loss, "calls_read": looked, "calls_probabilities": hits,
+                                    "cause": "activation"}
+        if watcher.origin.get(name):
+            evidence["grad_fn"] = watcher.origin[name]
+        if name == "cross_entropy":
+            c = watcher.classes.get(name, 2)
+            floor = math.log(c - 1 + math.e) - 1  # the loss of a one-hot probability row on the right class
+            evidence.update(classes=c, loss_floor=round(floor, 4))
+            what = (f"its rows lie in [0, 1] and sum to 1 (probabilities, made by {made_by}) in all {looked} training "
+                    f"calls read. CrossEntropyLoss applies log-softmax itself: the loss cannot go below {floor:.2f} "
+                    "however well the model learns (instead of 0), and the gradients are squashed.")
+        else:
+            what = (f"it holds probabilities in (0, 1) (made by {made_by}) in all {looked} training calls read. "
+                    "BCEWithLogitsLoss applies a sigmoid itself: sigmoid(p) >= 0.5 for every p in (0, 1), so the "
+                    "model can never predict the negative class.")
+        fixes = [f"{loss} takes raw logits: return them from the model and apply "
+                 f"{'softmax' if name == 'cross_entropy' else 'sigmoid'} only when you need probabilities (at inference)."]
+        if module:
+            fixes.insert(0, f"Remove `{module}` (the last layer) from the model used for training.")
+        out.append(Finding("LOS001", f"The input of {loss} ({site or 'the loss'}): {what}",
+                           location=module or site or "loss", evidence=evidence, suggestions=fixes))
+    return out
+
+
+def judge_compiled(watcher: Any) -> list[Finding]:
+    return []
