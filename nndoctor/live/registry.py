@@ -35,9 +35,6 @@ from nndoctor.checks import live_schedule
 from nndoctor.probes.watchers.lr_schedule import LRScheduleWatcher
 from nndoctor.checks import functional_modes
 from nndoctor.probes.watchers.functional_modes import FunctionalModesWatcher
-from nndoctor.checks import live_loss
-from nndoctor.probes.watchers.compiled import CompiledWatcher
-from nndoctor.probes.watchers.loss_inputs import LossInputsWatcher
 
 
 class LiveCheck(NamedTuple):
@@ -58,6 +55,4 @@ LIVE_CHECKS: list[LiveCheck] = [
     LiveCheck(RanksWatcher, distributed.judge_rank),
     LiveCheck(StepOrderWatcher, live_step_order.judge),  # after CurveWatcher: reads run.step_norm
     LiveCheck(AmpWatcher, live_precision.judge),
-    LiveCheck(CompiledWatcher, live_loss.judge_compiled),  # keeps the hub's hooks out of compiled graphs
-    LiveCheck(LossInputsWatcher, live_loss.judge_loss_inputs),
 ]
