@@ -1,0 +1,82 @@
+"""Differential diagnosis: one planted cause per case (the symptom: the model does not overfit one batch),
+each with a twin that differs only by the fix. ``CAUSES`` maps each case to the cause it must confirm."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nndoctor import Setup
+
+from . import Case
+from .data_sources import diabetes, digits
+
+
+def _digits(optimizer, model: nn.Module | None = None) -> Setup:
+    torch.manual_seed(0)
+    train, val = digits()
+    model = model or nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    return Setup(model=model, train_data=train, val_data=val, loss_fn=nn.CrossEntropyLoss(), optimizer=optimizer)
+
+
+def _regression(last: nn.Module | None = None, scale: float = 1.0, lr: float = 1e-3) -> Setup:
+    torch.manual_seed(0)
+    (xt, yt), (xv, yv) = diabetes()
+    layers = [nn.Linear(10, 64), nn.ReLU(), nn.Linear(64, 1)] + ([last] if last is not None else [])
+    return Setup(model=nn.Sequential(*layers), train_data=(xt, scale * yt[:, None]), val_data=(xv, scale * yv[:, None]),
+                 loss_fn=nn.MSELoss(), optimizer=lambda p: torch.optim.Adam(p, lr=lr), batch_size=32)
+
+
+def _sgd(lr: float, weight_decay: float = 0.0):
+    return lambda p: torch.optim.SGD(p, lr=lr, weight_decay=weight_decay)
+
+
+def _adam(p):
+    return torch.optim.Adam(p, lr=1e-3)
+
+
+def _zero_init(planted: bool) -> Setup:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    if planted:
+        for p in model.parameters():
+            nn.init.zeros_(p)
+    return _digits(_adam, model)
+
+
+def _dropout(p: float) -> Setup:
+    torch.manual_seed(0)
+    return _digits(_adam, nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Dropout(p), nn.Linear(128, 10)))
+
+
+def _width(width: int) -> Setup:
+    torch.manual_seed(0)
+    return _digits(_adam, nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, 10)))
+
+
+def _case(name, build, twin, code="OFB004") -> Case:
+    return Case(name, build, (code,), twin=twin, select=("OFB",))
+
+
+CAUSES = {
+    "diagnosis-sgd-lr-1e-7": "learning-rate",
+    "diagnosis-adam-lr-1e-5-regression": "learning-rate",
+    "diagnosis-sgd-lr-10": "learning-rate",
+    "diagnosis-weight-decay-1": "regularisation",
+    "diagnosis-dropout-0.95": "regularisation",
+    "diagnosis-all-zero-init": "initialisation",
+    "diagnosis-sigmoid-on-standardised-regression": "activation",
+    "diagnosis-unscaled-regression-targets": "preprocessing",
+    "diagnosis-width-1-bottleneck": "architecture",
+}
+
+CASES = [
+    _case("diagnosis-sgd-lr-1e-7", lambda: _digits(_sgd(1e-7)), lambda: _digits(_sgd(0.1))),
+    _case("diagnosis-adam-lr-1e-5-regression", lambda: _regression(lr=1e-5), lambda: _regression(lr=1e-3)),
+    _case("diagnosis-sgd-lr-10", lambda: _digits(_sgd(10.0)), lambda: _digits(_sgd(0.1)), code="OFB002"),
+    _case("diagnosis-weight-decay-1", lambda: _digits(_sgd(0.1, 1.0)), lambda: _digits(_sgd(0.1, 1e-4))),
+    _case("diagnosis-dropout-0.95", lambda: _dropout(0.95), lambda: _dropout(0.5)),
+    _case("diagnosis-all-zero-init", lambda: _zero_init(True), lambda: _zero_init(False)),
+    _case("diagnosis-sigmoid-on-standardised-regression", lambda: _regression(nn.Sigmoid()), lambda: _regression()),
+    _case("diagnosis-unscaled-regression-targets", lambda: _regression(scale=1000.0), lambda: _regression()),
+    _case("diagnosis-width-1-bottleneck", lambda: _width(1), lambda: _width(128)),
+]
