@@ -69,6 +69,7 @@ class LRScheduleWatcher(Watcher):
         self.lrs: list[float] = []  # the LR each optimizer step used, all optimizers in step order
         self.lr_optimizer: list[int] = []  # id of the optimizer of each entry of lrs
         self.opt_steps: dict[int, int] = {}
+        self.tried: set[int] = set()  # optimizers a GradScaler.step was called for
         self._depth = 0  # a SequentialLR steps its children: only the outermost call counts
         self._init_depth = 0
         self._before: tuple[int, list[torch.Tensor], list[torch.Tensor]] | None = None
@@ -93,6 +94,10 @@ class LRScheduleWatcher(Watcher):
                     self._wrap_init(owner)
                 if "step" in owner.__dict__:
                     self._wrap_step(owner)
+            from torch.amp.grad_scaler import GradScaler
+
+            # a step a GradScaler skipped (Inf gradients) was still the optimizer's step in the loop's order
+            self._patches.method(GradScaler, "step", self._scaler_step)
         except Exception:
             self.stop()
             self.broken = True
@@ -135,6 +140,9 @@ class LRScheduleWatcher(Watcher):
         step.__wrapped__, step.__name__, step.__doc__ = original, "step", original.__doc__  # type: ignore[attr-defined]
         self._patches.replace(owner, "step", step)
 
+    def _scaler_step(self, scaler: Any, optimizer: Any, *args: Any, **kwargs: Any) -> None:
+        self.tried.add(id(optimizer))
+
     def _created(self, scheduler: Any) -> None:
         if id(scheduler) in self._by_id or len(self.schedules) >= 64:
             return
@@ -153,7 +161,8 @@ class LRScheduleWatcher(Watcher):
         s.steps += 1
         if not s.step_site:
             s.step_site = _site()
-        if s.steps == 1 and s.created_at >= 0 and self.opt_steps.get(s.optimizer_id, 0) == s.created_at:
+        if s.steps == 1 and s.created_at >= 0 and self.opt_steps.get(s.optimizer_id, 0) == s.created_at \
+                and s.optimizer_id not in self.tried:
             s.early_site = s.step_site or "scheduler.step()"
 
     def on_before_optimizer_step(self, optimizer) -> None:
