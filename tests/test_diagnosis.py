@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cases.diagnosis_cases import CASES, CAUSES
+from cases.diagnosis_setups import CASES, CAUSES
 from cases.ofb_cases import CASES as OFB_CASES
 from helpers import run_checked
 

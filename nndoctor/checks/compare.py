@@ -249,10 +249,14 @@ def beats_baselines(ctx: Context) -> None:
             suggestions.append("Pass your trained model with Setup(trained=True) for a definite verdict.")
         if cmp.barely_trained:
             message += " The copy trained too briefly for a verdict."
-        ctx.emit("CMP001", message, severity="info" if cmp.barely_trained else ("warning" if short else "error"),
+        evidence.update(majority=cmp.score(majority.predictions), noise=NOISE * gap_se, data_has_signal=signal)
+        # a copy still improving has not shown harm yet: info, unless the one-batch diagnosis confirmed a cause
+        confirmed = _confirmed_cause(ctx, evidence)
+        message += confirmed
+        severity = "info" if cmp.barely_trained or (short and not confirmed) else "error"
+        ctx.emit("CMP001", message, severity=severity,
                  location=bottleneck[0] if (signal and bottleneck) else ("model" if signal else "train_data"),
-                 evidence={**evidence, "majority": cmp.score(majority.predictions), "noise": NOISE * gap_se,
-                           "data_has_signal": signal}, suggestions=suggestions)
+                 evidence=evidence, suggestions=suggestions)
         return
     if linear is not None:
         gain = cmp.score(linear.predictions) - cmp.score(majority.predictions)
@@ -270,15 +274,27 @@ def beats_baselines(ctx: Context) -> None:
             if short:
                 message += f" Only a hint: {short}."
                 suggestions.append("Train longer, or pass your trained model with Setup(trained=True).")
-            ctx.emit("CMP001", message, severity="info" if short else "warning",
-                     location=bottleneck[0] if bottleneck else "model",
-                     evidence={**evidence, "linear": cmp.score(linear.predictions), "lead": lead, "margin": margin,
-                               "still_improving": cmp.still_improving},
-                     suggestions=suggestions)
+            evidence.update(linear=cmp.score(linear.predictions), lead=lead, margin=margin,
+                            still_improving=cmp.still_improving)
+            confirmed = _confirmed_cause(ctx, evidence)
+            message += confirmed
+            ctx.emit("CMP001", message, severity="error" if confirmed else "info" if short else "warning",
+                     location=bottleneck[0] if bottleneck else "model", evidence=evidence, suggestions=suggestions)
             return
     ctx.emit("CMP001", f"The model ({cmp.value:.3f} {_brief(cmp)}) beats {majority.name} and is not clearly below "
                        f"the other baselines ({', '.join(_rows(cmp))}). Model: {cmp.how_trained}.",
              severity="info", location="model", evidence=evidence)
+
+
+def _confirmed_cause(ctx: Context, evidence: dict[str, Any]) -> str:
+    """The cause the differential diagnosis confirmed on one batch (OFB findings), carried into ``evidence``;
+    the sentence that says so, or ''."""
+    for f in ctx.findings:
+        if f.code.startswith("OFB") and f.evidence.get("cause") and f.evidence.get("verified_fix"):
+            evidence["cause"], evidence["verified_fix"] = f.evidence["cause"], f.evidence["verified_fix"]
+            fix = f.evidence["verified_fix"].get("summary") or f.evidence["verified_fix"].get("fix", "")
+            return f" Cause confirmed on one batch ({f.code}): {f.evidence['cause']} ({fix})."
+    return ""
 
 
 def _narrow_point(ctx: Context, model: nn.Module) -> tuple[str, str] | None:

@@ -1,5 +1,6 @@
-"""Differential diagnosis: one planted cause per case (the symptom: the model does not overfit one batch),
-each with a twin that differs only by the fix. ``CAUSES`` maps each case to the cause it must confirm."""
+"""Differential diagnosis setups for tests/test_diagnosis.py (not a *_cases module: test_cases does not run
+them twice): one planted cause per case, the symptom being a model that does not overfit one batch, each with
+a twin that differs only by the fix. ``CAUSES`` maps each case to the cause it must confirm."""
 from __future__ import annotations
 
 import torch
