@@ -81,7 +81,7 @@ or multi-label targets.
     Code(
         code="LOS004",
         name="bad-initial-loss",
-        severity=Severity.INFO,  # a risk seen, not harm measured on this program (issue 16)
+        severity=Severity.WARNING,
         summary="The untrained model's loss is far from what it should be (e.g. ln(C) for C classes).",
         what="""
 Before training, a well-initialised model predicts roughly uniform classes, so its cross-entropy is

@@ -52,7 +52,7 @@ norm = torch.sqrt((x ** 2).sum(1))    # gradient of sqrt at 0 is inf
     Code(
         code="NUM003",
         name="unstable-formulation",
-        severity=Severity.INFO,  # a risk seen, not harm measured on this program (issue 16)
+        severity=Severity.WARNING,
         summary="A formulation that overflows or underflows (log of softmax/sigmoid, exp of large values, division by ~0).",
         what="""
 An op sequence that is mathematically fine but numerically fragile, found by tracing one forward pass
