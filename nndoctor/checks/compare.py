@@ -357,7 +357,9 @@ def depends_on_inputs(ctx: Context) -> None:
         message = (f"The model scores {cmp.value:.3f} {_brief(cmp)} and does as well with its "
                    f"{' or '.join(as_good)} ({', '.join(f'{scores[k][0]:.3f}' for k in as_good)}), although the "
                    "baselines show the inputs carry signal")
-    ctx.emit("CMP002", f"{message}. {where}", severity="error" if constant else "warning", location=location,
+    confirmed = _confirmed_cause(ctx, evidence)
+    ctx.emit("CMP002", f"{message}. {where}{confirmed}", severity="error" if constant or confirmed else "warning",
+             location=location,
              evidence=evidence,
              suggestions=["Check what the forward pass does to the input before the first layer: a mask or "
                           "multiplication that zeroes it, a slice that keeps only a few features, a `.detach()` or "
