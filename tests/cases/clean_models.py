@@ -222,11 +222,46 @@ def multilabel_digits() -> Setup:
                  loss_fn=nn.BCEWithLogitsLoss(), optimizer=adam())
 
 
+def dropout_decay_digits() -> Setup:
+    """Dropout 0.5 and weight decay 1e-4: regularised, and it trains fine (the diagnosis must stay quiet)."""
+    torch.manual_seed(0)
+    train, val = digits()
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10))
+    return Setup(model=model, train_data=train, val_data=val, loss_fn=nn.CrossEntropyLoss(),
+                 optimizer=lambda p: torch.optim.Adam(p, lr=1e-3, weight_decay=1e-4))
+
+
+def sgd_momentum_wine() -> Setup:
+    torch.manual_seed(0)
+    train, val = wine()
+    model = nn.Sequential(nn.Linear(13, 64), nn.ReLU(), nn.Linear(64, 3))
+    return Setup(model=model, train_data=train, val_data=val, loss_fn=nn.CrossEntropyLoss(),
+                 optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9), batch_size=32)
+
+
+class BagOfTokens(nn.Module):
+    def __init__(self, vocab: int = 50, dim: int = 32, classes: int = 2) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(vocab, dim, mode="sum")
+        self.out = nn.Linear(dim, classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.out(self.bag(tokens))
+
+
+def embedding_bag_tokens() -> Setup:
+    torch.manual_seed(0)
+    train, val = token_sequences()
+    return Setup(model=BagOfTokens(), train_data=train, val_data=val, loss_fn=nn.CrossEntropyLoss(),
+                 optimizer=adam(1e-2))
+
+
 CLEAN = {
     f.__name__: f
     for f in [
         mlp_digits, cnn_bn_digits, lstm_tokens, transformer_tokens, regression_diabetes, binary_breast_cancer,
         soft_targets_digits, logsoftmax_nll_wine, dict_inputs_digits, frozen_backbone_digits,
         residual_cnn_digits, multi_input_digits, multilabel_digits,
+        dropout_decay_digits, sgd_momentum_wine, embedding_bag_tokens,
     ]
 }
