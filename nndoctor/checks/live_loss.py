@@ -59,3 +59,20 @@ def judge_loss_inputs(watcher: Any) -> list[Finding]:
 
 def judge_compiled(watcher: Any) -> list[Finding]:
     return []
+
+
+def judge_attention_axes(watcher: Any) -> list[Finding]:
+    """SHP002 when a seq-first attention took the samples as its sequence and a replay showed samples mixing."""
+    m = watcher.mixing
+    if not m:
+        return []
+    n, path = m["batch_size"], f"model.{m['attention']}".rstrip(".")
+    return [Finding(
+        "SHP002", f"{path} is an attention built with batch_first=False: it reads its input as (sequence, batch, "
+        f"embedding), but got {tuple(m['query_shape'])} with the {n} samples on axis 0, so each sample attends to the "
+        f"other samples of its batch. Replaying the last training batch on a copy with sample 0 replaced by sample 1 "
+        f"moved the outputs of {m['other_samples_moved']} of the other {n - 2} samples (by up to "
+        f"{m['max_relative_change']:.2g} of the output's scale).", location=path,
+        evidence={**m, "cause": "architecture"},
+        suggestions=["Build the attention with `batch_first=True` (nn.MultiheadAttention, nn.TransformerEncoderLayer, "
+                     "nn.TransformerDecoderLayer), or feed it (sequence, batch, embedding): `x.transpose(0, 1)`."])]

@@ -35,6 +35,10 @@ from nndoctor.checks import live_schedule
 from nndoctor.probes.watchers.lr_schedule import LRScheduleWatcher
 from nndoctor.checks import functional_modes
 from nndoctor.probes.watchers.functional_modes import FunctionalModesWatcher
+from nndoctor.checks import live_loss
+from nndoctor.probes.watchers.compiled import CompiledWatcher
+from nndoctor.probes.watchers.loss_inputs import LossInputsWatcher
+from nndoctor.probes.watchers.sequences import SequencesWatcher
 
 
 class LiveCheck(NamedTuple):
@@ -55,4 +59,7 @@ LIVE_CHECKS: list[LiveCheck] = [
     LiveCheck(RanksWatcher, distributed.judge_rank),
     LiveCheck(StepOrderWatcher, live_step_order.judge),  # after CurveWatcher: reads run.step_norm
     LiveCheck(AmpWatcher, live_precision.judge),
+    LiveCheck(CompiledWatcher, live_loss.judge_compiled),  # keeps the hub's hooks out of compiled graphs
+    LiveCheck(LossInputsWatcher, live_loss.judge_loss_inputs),  # sets run.loss_target_shape, read by SequencesWatcher
+    LiveCheck(SequencesWatcher, live_loss.judge_attention_axes),
 ]

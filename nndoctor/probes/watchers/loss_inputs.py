@@ -52,6 +52,7 @@ class LossInputsWatcher(Watcher):
             def wrapper(input, *args, __name=name, __original=original, **kwargs):
                 if not self.disabled and self.looked.get(__name, 0) < LOOK:
                     self._look(__name, input)
+                    self._target(args, kwargs)
                 return __original(input, *args, **kwargs)
 
             wrapper.__wrapped__ = original
@@ -61,6 +62,13 @@ class LossInputsWatcher(Watcher):
     def stop(self) -> None:
         while self._undo:
             self._undo.pop()()
+
+    def _target(self, args: tuple, kwargs: dict) -> None:
+        """The first training loss's target: its leading size is the number of samples (sequences.py reads it)."""
+        target = args[0] if args else kwargs.get("target")
+        if getattr(self.run, "loss_target_shape", None) is None and isinstance(target, torch.Tensor) \
+                and torch.is_grad_enabled() and not self.run.replaying:
+            self.run.loss_target_shape = tuple(target.shape)
 
     def _look(self, name: str, x: Any) -> None:
         try:

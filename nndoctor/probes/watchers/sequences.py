@@ -1,0 +1,93 @@
+"""Attention over the wrong axis: an ``nn.MultiheadAttention`` (or a Transformer layer) built with
+``batch_first=False`` reads its input as (sequence, batch, embedding). Fed (batch, sequence, embedding), it
+attends across the samples of the batch. Nothing on the hot path: when training ends, if a trained root holds
+such an attention, a copy replays the last training call once (eval mode, no gradients, RNG restored) with
+hooks that read the attention's query shape; when its axis 0 has the samples' count (the first training
+loss's targets) and axis 1 does not, sample 0 is replaced by sample 1 and the other samples' outputs are
+compared (SHP002's mechanism, ``checks/shapes.py``)."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from nndoctor.probes.watchers.base import Watcher
+from nndoctor.probes.wrappers import named_modules
+
+TOLERANCE = 1e-4  # relative change of another sample's output that counts as moved (float rounding ~1e-7)
+
+
+def _seq_first_attention(root: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(path, m) for path, m in named_modules(root)
+            if isinstance(m, nn.MultiheadAttention) and not m.batch_first]
+
+
+def _plain(module: nn.Module) -> nn.Module:
+    while type(module).__name__ == "OptimizedModule" or isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        module = getattr(module, "_orig_mod", None) or module.module
+    return module
+
+
+class SequencesWatcher(Watcher):
+    name = "attention-axes"
+
+    def __init__(self, run) -> None:
+        super().__init__(run)
+        self.checked = False
+        self.mixing: dict[str, Any] | None = None  # the measurement, when attention mixed samples
+
+    def on_run_end(self) -> None:
+        if self.checked or self.run.last_train_call is None:
+            return
+        self.checked = True
+        try:
+            root, inputs, kwargs = self.run.last_train_call
+            if _seq_first_attention(root):
+                self.mixing = self._replay(_plain(root), inputs, kwargs)
+        except Exception:  # an unusual model: no reading, never an error of the user's run
+            self.mixing = None
+
+    def _replay(self, root: nn.Module, inputs: tuple, kwargs: dict) -> dict[str, Any] | None:
+        target = getattr(self.run, "loss_target_shape", None)
+        x = next((t for t in inputs if isinstance(t, torch.Tensor)), None)
+        if not target or x is None or x.ndim < 2:
+            return None
+        n = target[0]
+        if x.shape[0] != n or x.shape[1] == n or n < 3:  # samples on axis 0 of the input, told apart from axis 1
+            return None
+        twin = copy.deepcopy(root).eval()
+        attention = _seq_first_attention(twin)
+        queries: dict[str, tuple] = {}
+
+        def query_shape(path: str):
+            def hook(module: nn.Module, args: tuple, kw: dict) -> None:
+                queries.setdefault(path, tuple((args[0] if args else kw["query"]).shape))
+            return hook
+
+        hooks = [m.register_forward_pre_hook(query_shape(path), with_kwargs=True) for path, m in attention]
+        self.run.replaying = True
+        try:
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                base = twin(*inputs, **kwargs)
+                path = next((p for p, _ in attention if p in queries and queries[p][0] == n and queries[p][1] != n), None)
+                if path is None or not isinstance(base, torch.Tensor) or base.ndim < 1 or base.shape[0] != n:
+                    return None
+                swapped = x.clone()
+                swapped[0] = x[1]
+                moved_out = twin(*(swapped if t is x else t for t in inputs), **kwargs)
+        finally:
+            self.run.replaying = False
+            for h in hooks:
+                h.remove()
+        delta = (moved_out - base).abs().float().reshape(n, -1)[2:].amax(1)
+        scale = float(base.abs().float().max()) or 1.0
+        others = int((delta / scale > TOLERANCE).sum())
+        if not others:
+            return None
+        return {"attention": path, "query_shape": list(queries[path]), "batch_size": n, "other_samples_moved": others,
+                "max_relative_change": round(float(delta.max()) / scale, 4)}
+
+    def describe(self) -> str:
+        return "attention layers read (batch, sequence) on the axes they expect (batch_first)"

@@ -1,0 +1,67 @@
+"""Attention and sequences in a live run: an attention built batch_first=False fed (batch, sequence,
+embedding) mixes the samples (SHP002 at the attention); the twin built batch_first=True is silent."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import nndoctor
+
+
+class SeqClassifier(nn.Module):
+    def __init__(self, batch_first: bool, layer: str):
+        super().__init__()
+        self.embed = nn.Embedding(50, 16)
+        if layer == "encoder":
+            self.mix = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, dropout=0.1, batch_first=batch_first)
+        else:
+            self.mix = nn.MultiheadAttention(16, 2, batch_first=batch_first)
+        self.layer = layer
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, tokens):
+        h = self.embed(tokens)  # (batch, sequence, embedding)
+        h = self.mix(h) if self.layer == "encoder" else self.mix(h, h, h, need_weights=False)[0]
+        return self.head(h.mean(1))
+
+
+def _train(model: nn.Module, steps: int = 6) -> nndoctor.Report:
+    torch.manual_seed(0)
+    tokens, y = torch.randint(0, 50, (64, 12)), torch.randint(0, 3, (64,))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with nndoctor.Monitor() as mon:
+        for i in range(steps):
+            b = slice((i * 16) % 64, (i * 16) % 64 + 16)
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(tokens[b]), y[b]).backward()
+            opt.step()
+    return mon.report()
+
+
+@pytest.mark.parametrize("layer", ["attention", "encoder"])
+def test_seq_first_attention_fed_batch_first_is_shp002(layer):
+    torch.manual_seed(0)
+    (finding,) = _train(SeqClassifier(batch_first=False, layer=layer)).by_code("SHP002")
+    assert finding.location == ("model.mix" if layer == "attention" else "model.mix.self_attn")
+    assert finding.evidence["cause"] == "architecture" and finding.evidence["other_samples_moved"] >= 10
+    assert finding.evidence["query_shape"] == [16, 12, 16]
+
+
+@pytest.mark.parametrize("layer", ["attention", "encoder"])
+def test_batch_first_attention_is_silent(layer):
+    torch.manual_seed(0)
+    report = _train(SeqClassifier(batch_first=True, layer=layer))
+    assert [f.code for f in report.findings if f.severity.value in ("error", "warning")] == []
+
+
+def test_seq_first_attention_fed_sequence_first_is_silent():
+    """The pre-2020 layout done right: (sequence, batch, embedding) into batch_first=False."""
+    class SeqFirst(SeqClassifier):
+        def forward(self, tokens):
+            h = self.embed(tokens).transpose(0, 1)  # (sequence, batch, embedding)
+            return self.head(self.mix(h).mean(0))
+
+    torch.manual_seed(0)
+    report = _train(SeqFirst(batch_first=False, layer="encoder"))
+    assert [f.code for f in report.findings if f.severity.value in ("error", "warning")] == []
