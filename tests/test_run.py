@@ -75,7 +75,7 @@ def test_a_script_without_training_says_it_saw_no_step(tmp_path):
     script.write_text("print('just printing')\n")
     out = nndoctor("run", str(script))
     assert out.returncode == 0 and "just printing" in out.stdout
-    assert "no optimizer step ran in this process" in out.stdout
+    assert "no optimizer step ran in this process" in " ".join(out.stdout.split())  # the title may wrap
 
 
 def test_run_takes_select_and_ignore_as_its_hints_say(tmp_path):
