@@ -73,3 +73,11 @@ def test_ruled_out_lists_each_change_with_numbers(monkeypatch):
     assert "cause" not in f.evidence and f.severity.value != "error"
     assert "Ruled out" in f.message and f.evidence["tried"]
     assert all("before" in t and "after" in t for t in f.evidence["tried"])
+
+
+def test_below_baseline_carries_the_confirmed_cause():
+    """CMP001 on a model below the baselines names the cause the one-batch diagnosis confirmed."""
+    report = run_checked(BY_NAME["diagnosis-adam-lr-1e-5-regression"].build(), select=("RUN", "OFB", "CMP001"),
+                         budget=None)
+    cmp = [f for f in report.findings if f.code == "CMP001" and f.severity.value == "error"]
+    assert cmp and cmp[0].evidence["cause"] == "learning-rate" and "verified_fix" in cmp[0].evidence
