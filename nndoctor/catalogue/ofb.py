@@ -110,12 +110,16 @@ property of each sample; turn augmentation off to overfit a batch.
         severity=W,
         summary="Error plateaus: learning rate too low, too much regularisation, or a broken loss/data pipeline.",
         what="""
-On one fixed batch the error did not reach the goal and its second half brought less than 2% of
-its start. nndoctor then changes one thing at a time on copies and says which unblocks it: a higher
-learning rate (from the range test), no weight decay, no dropout, the optimizer rebuilt over the
-model's own parameters (when no parameter moved), and the mechanical fixes of earlier findings (a
-final softmax removed, inputs standardised...). If none does, look at the loss, the data and the
-gradient flow. A run that is still falling slowly when time runs out is reported as info.
+On one fixed batch the error did not reach the goal: it plateaus (its second half brought less than
+2% of its start), or it is still falling but more than 4x the goal after 500 steps. nndoctor then
+runs a differential diagnosis (checks/diagnosis.py): one change at a time on copies, same batch, seed
+and step budget, cheapest and most likely first: raw targets/inputs standardised, the learning rate
+from a range test over 1e-7..10, the optimizer rebuilt over the model's own parameters (when no
+parameter moved), default re-initialisation (constant weights), the output activation removed, no
+weight decay, no dropout, a width-1/2 bottleneck widened, and the mechanical fixes of earlier
+findings. The first change that removes the symptom is the cause: `evidence.cause`,
+`evidence.verified_fix` (before/after) and severity error. If none does, the message lists each
+change ruled out, with its numbers. A descent nearly at the goal when time runs out is info.
 """,
         why="""
 If a model cannot memorise 64 samples, it will not learn the whole data set: something stops the
