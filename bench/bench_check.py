@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--models", default="")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--no-import", action="store_true")
+    parser.add_argument("--mode", default="default", choices=("quick", "default", "thorough"))
     args = parser.parse_args()
 
     import nndoctor
@@ -44,7 +45,7 @@ def main() -> None:
         for _ in range(args.repeat):
             setup = CLEAN[name]()
             t0 = time.perf_counter()
-            report = nndoctor.check(setup)
+            report = nndoctor.check(setup, mode=args.mode)
             totals.append(time.perf_counter() - t0)
         by_step = {s: sum(c.seconds for c in report.checks if c.step == s) for s in steps}
         slowest = max(report.checks, key=lambda c: c.seconds)
