@@ -189,3 +189,37 @@ def test_cli_planted_schedule_bugs_and_the_fixed_script(tmp_path):
     assert f["evidence"]["cause"] == "lr-schedule"
     doc = _cli(tmp_path)  # the fixed twin
     assert [f["code"] for f in doc["findings"] if f["severity"] in LOUD] == []
+
+
+# ----- the Lightning callback: interval "step" for a schedule written in epochs ---------------------------
+@pytest.mark.parametrize("interval", ["step", "epoch"])
+def test_lightning_steplr_interval(interval):
+    Lt = pytest.importorskip("lightning")
+    from nndoctor.integrations.lightning import NNDoctorCallback
+
+    x, y = _data()
+
+    class Module(Lt.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 4))
+
+        def training_step(self, batch, i):
+            return nn.functional.cross_entropy(self.net(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.3)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": interval}}
+
+    torch.manual_seed(0)
+    callback = NNDoctorCallback()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64)
+    Lt.Trainer(max_epochs=8, callbacks=[callback], enable_progress_bar=False, logger=False,
+               enable_checkpointing=False, enable_model_summary=False).fit(Module(), loader)
+    report = callback.report()
+    if interval == "step":
+        f = _one(report, "OFB005")
+        assert f.evidence["cause"] == "lr-schedule" and f.evidence["scheduler"] == "StepLR"
+    else:
+        assert _loud(report) == set()
