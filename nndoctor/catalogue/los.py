@@ -14,6 +14,11 @@ untrained model, finds the real loss call inside your `loss_fn` (a module, `F.cr
 lambda), and judges its input: made by a softmax or sigmoid (`nn.Softmax`, `F.softmax`, `.sigmoid()`,
 or `exp(x) / exp(x).sum()` by hand), or rows in [0, 1] summing to 1. The finding names the layer
 (`model.3`) or the line of the forward or loss that made them.
+In a live run (`nndoctor run`, the Monitor, the callbacks), the first 8 training calls of
+`F.cross_entropy` / `F.binary_cross_entropy_with_logits` (which the loss modules call) have their input
+read: probability rows in every call (or a sigmoid's output) name the model's last `nn.Softmax`/`nn.Sigmoid`,
+else the loss line; compiled models (`torch.compile`) alike. The Keras callback reads the compiled loss:
+`from_logits=True` after a last layer with a softmax/sigmoid activation. `evidence.cause` = `activation`.
 """,
         why="""
 Softmax is applied twice: the loss can only move within a narrow range, gradients shrink, and the

@@ -55,6 +55,11 @@ correct model only that sample's outputs change. When other samples' outputs mov
 tolerance, the model mixes samples. Forward hooks compare every module's inputs and outputs between
 the two runs; the finding names the first module whose output (or, when the mixing happens in code
 between modules, the module whose forward did it) shows other samples moving, and how many moved.
+In a live run (`nndoctor run`, the Monitor, the callbacks), a model holding an attention built with
+`batch_first=False` (`nn.MultiheadAttention`, the `nn.Transformer*Layer`s) is replayed once at the end
+on a copy with its last training batch: when the attention's axis 0 has the samples (the loss's targets
+count) and replacing sample 0 moves the outputs of other samples, the finding names the attention
+(`evidence.cause` = `architecture`).
 """,
         why="""
 A model that mixes samples learns from the wrong data (each row is a blend of several samples), its
