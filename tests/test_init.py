@@ -214,3 +214,39 @@ def test_frameworks(tmp_path, framework):
     wine_csv(tmp_path / "wine.csv", missing=False)
     written_ok(tmp_path, f"wine_{framework}.py", "wine.csv", "--framework", framework, margin=0.3)
     assert "NNDoctorCallback()" in (tmp_path / f"wine_{framework}.py").read_text()
+
+
+# ----- every template, fast: written, importable, setup() gives a loss --------------------------------
+def _arrays(kind: str):
+    x, y = digits(120)
+    return {"tabular-classification": (x.reshape(120, -1), y),
+            "tabular-regression": (x.reshape(120, -1), x.sum((1, 2)) / 7.0),
+            "tabular-multilabel": (x.reshape(120, -1), np.stack([y % 2, y > 4], 1).astype(int)),
+            "image-binary": (x[:, None], y % 2),
+            "tokens-classification": token_sequences(120),
+            "sequence-regression": (x, x.sum((1, 2)) / 7.0)}[kind]
+
+
+@pytest.mark.parametrize("framework", ["torch", "lightning", "keras"])
+@pytest.mark.parametrize("kind", ["tabular-classification", "tabular-regression", "tabular-multilabel",
+                                  "image-binary", "tokens-classification", "sequence-regression"])
+def test_every_template_is_valid_python_with_a_working_setup(tmp_path, kind, framework):
+    import importlib.util
+
+    from nndoctor.scaffold import infer_profile, open_source, write_setup_file
+
+    x, y = _arrays(kind)
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    source = open_source(str(tmp_path / "data.npz"))
+    profile = infer_profile(source, "sequence" if kind.startswith("sequence") else None)
+    assert f"{profile.inputs}-{profile.task}" == kind
+    written = write_setup_file(str(tmp_path / "setup_file.py"), source, profile, framework)  # compiles it
+    if framework == "keras" or importlib.util.find_spec(framework if framework != "torch" else "torch") is None:
+        return  # keras picks its backend once per process: the keras file runs in test_frameworks
+    spec = importlib.util.spec_from_file_location(f"written_{kind}_{framework}".replace("-", "_"), written.path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    setup = module.setup()
+    inputs, targets = setup.train_data
+    loss = setup.loss_fn(setup.model(inputs[:4]), targets[:4])
+    assert loss.ndim == 0 and bool(loss.isfinite())
