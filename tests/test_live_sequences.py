@@ -65,3 +65,83 @@ def test_seq_first_attention_fed_sequence_first_is_silent():
     torch.manual_seed(0)
     report = _train(SeqFirst(batch_first=False, layer="encoder"))
     assert [f.code for f in report.findings if f.severity.value in ("error", "warning")] == []
+
+
+# ----- padding: key-padding-mask polarity (SHP003), padded targets in the loss (LOS005) -----------------------
+PAD = 0
+
+
+def _padded_tokens(n: int = 32, length: int = 10) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(1, 40, (n, length), generator=g)
+    lengths = torch.randint(4, length, (n,), generator=g)
+    tokens[torch.arange(length)[None, :] >= lengths[:, None]] = PAD
+    return tokens
+
+
+class Encoder(nn.Module):
+    def __init__(self, inverted: bool, padding_idx: int | None = PAD):
+        super().__init__()
+        self.inverted = inverted
+        self.embed = nn.Embedding(40, 16, padding_idx=padding_idx)
+        self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True), 1,
+                                         enable_nested_tensor=False)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, tokens):
+        mask = tokens != PAD if self.inverted else tokens == PAD  # True = ignore this key
+        return self.head(self.enc(self.embed(tokens), src_key_padding_mask=mask)[:, 0])
+
+
+@pytest.mark.parametrize("padding_idx", [PAD, None], ids=["padding_idx", "inferred-pad"])
+@pytest.mark.parametrize("inverted", [True, False], ids=["planted", "fixed"])
+def test_key_padding_mask_polarity(inverted, padding_idx):
+    torch.manual_seed(0)
+    tokens, y = _padded_tokens(), torch.randint(0, 3, (32,))
+    model = Encoder(inverted, padding_idx)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with nndoctor.Monitor() as mon:
+        for _ in range(4):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(tokens), y).backward()
+            opt.step()
+    report = mon.report()
+    if inverted:
+        (finding,) = report.by_code("SHP003")
+        assert "test_live_sequences.py:" in finding.location and finding.evidence["cause"] == "preprocessing"
+        assert finding.evidence["pad_id"] == PAD
+    else:
+        assert [f.code for f in report.findings if f.severity.value in ("error", "warning")] == []
+
+
+class TinyLM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(40, 16, padding_idx=PAD)
+        self.rnn = nn.GRU(16, 16, batch_first=True)
+        self.head = nn.Linear(16, 40)
+
+    def forward(self, tokens):
+        return self.head(self.rnn(self.embed(tokens))[0])
+
+
+@pytest.mark.parametrize("ignore", [False, True], ids=["planted", "fixed"])
+def test_padded_targets_in_a_language_model_loss(ignore):
+    torch.manual_seed(0)
+    tokens = _padded_tokens()
+    model = TinyLM()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss(ignore_index=PAD) if ignore else nn.CrossEntropyLoss()
+    with nndoctor.Monitor() as mon:
+        for _ in range(4):
+            opt.zero_grad()
+            logits = model(tokens[:, :-1])
+            loss_fn(logits.reshape(-1, 40), tokens[:, 1:].reshape(-1)).backward()
+            opt.step()
+    report = mon.report()
+    if not ignore:
+        (finding,) = report.by_code("LOS005")
+        assert "test_live_sequences.py:" in finding.location and finding.evidence["cause"] == "loss"
+        assert 0.1 < finding.evidence["padded_target_share"] < 0.6 and finding.evidence["padded_loss_share"] > 0.05
+    else:
+        assert [f.code for f in report.findings if f.severity.value in ("error", "warning")] == []

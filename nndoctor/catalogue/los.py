@@ -107,4 +107,31 @@ head = nn.Linear(128, 10); nn.init.normal_(head.weight, std=10.0)   # huge logit
         fix="Use the default initialisation (or scale the last layer down), check the loss's reduction and the target scale.",
         ignore="For pretrained models with a new head, whose logits may start large; `Setup(trained=True)` skips it.",
     ),
+    Code(
+        code="LOS005",
+        name="padding-in-loss",
+        severity=Severity.ERROR,
+        summary="Padded positions are trained as a real class: the targets hold the padding token and ignore_index does not skip them.",
+        what="""
+A token-level cross-entropy over the vocabulary of the model's `nn.Embedding` (a language-model head:
+the loss's class count equals the embedding's `num_embeddings`) gets targets equal to the embedding's
+`padding_idx`, and its `ignore_index` (default -100) is not that id. In a live run the first 4 such
+training calls are read; the finding quotes the share of padded targets and of the loss they carry,
+located at the loss line. `evidence.cause` = `loss`.
+""",
+        why="""
+The model spends its capacity predicting padding, an easy and frequent target: the loss falls while the
+real tokens' loss barely moves, perplexity and accuracy are inflated by the padding, and longer padding
+(a bigger batch of short sequences) changes what is learned.
+""",
+        example="""
+embed = nn.Embedding(vocab, d, padding_idx=PAD)
+loss = F.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1))   # targets padded with PAD
+""",
+        fix="""
+`F.cross_entropy(..., ignore_index=PAD)` (or `nn.CrossEntropyLoss(ignore_index=PAD)`), or set the padded
+targets to -100 when batching.
+""",
+        ignore="When the padding id is also a real token the model must predict (rare: an end-of-sequence id reused as padding is better masked too).",
+    ),
 ]

@@ -83,4 +83,33 @@ batch statistics in eval mode by design (batch-norm with `track_running_stats=Fa
 warning).
 """,
     ),
+    Code(
+        code="SHP003",
+        name="key-padding-mask-inverted",
+        severity=E,
+        summary="An attention key_padding_mask of the wrong polarity: True on the real tokens, False on the padding.",
+        what="""
+PyTorch's `key_padding_mask` (nn.MultiheadAttention, nn.TransformerEncoder/Decoder and their layers) is
+True (or -inf) where a key must be IGNORED. In a live run the first 4 training calls of
+`F.multi_head_attention_forward` have their mask compared with the model's token ids: the padding is
+where the tokens equal the embedding's `padding_idx` (without one, the single id filling every unmasked
+position while the masked ones vary). A mask that is exactly the complement of the padding in every call
+read is this finding, located at the line that called the model. `evidence.cause` = `preprocessing`: the
+mask is built from the data with the convention of another library (Hugging Face's attention_mask is 1
+on the real tokens).
+""",
+        why="""
+Every query attends only to padding: the real tokens never reach each other, the model learns from the
+padding's position pattern alone, and nothing crashes (a row with every key masked would give NaN; this
+one always has the padding to attend to).
+""",
+        example="""
+mask = tokens != PAD                     # True on the real tokens (the Hugging Face convention)
+h = encoder(embed(tokens), src_key_padding_mask=mask)
+""",
+        fix="""
+Pass `tokens == PAD` (True on the padding), or `~attention_mask` for a mask that is 1 on real tokens.
+""",
+        ignore="Never: no model wants to attend only to its padding.",
+    ),
 ]

@@ -76,3 +76,32 @@ def judge_attention_axes(watcher: Any) -> list[Finding]:
         evidence={**m, "cause": "architecture"},
         suggestions=["Build the attention with `batch_first=True` (nn.MultiheadAttention, nn.TransformerEncoderLayer, "
                      "nn.TransformerDecoderLayer), or feed it (sequence, batch, embedding): `x.transpose(0, 1)`."])]
+
+
+def judge_padding(watcher: Any) -> list[Finding]:
+    """SHP003: a key-padding mask that is the complement of the padding in every call read; LOS005: padded
+    targets trained as a class of a vocabulary-sized loss."""
+    out = []
+    if watcher.masks_read and watcher.inverted == watcher.masks_read:
+        e = watcher.inverted_evidence
+        out.append(Finding(
+            "SHP003", f"The key_padding_mask given to attention ({e['site'] or 'the model'}) is True (= ignore) on the "
+            f"real tokens and False on the padding (token id {e['pad_id']}) in all {watcher.masks_read} training calls "
+            f"read: it masks {e['masked_share']:.0%} of the keys while the padding is {e['padding_share']:.0%}. Each "
+            "query attends only to padding and the real tokens are hidden.",
+            location=e["site"] or "model", evidence={**e, "calls_read": watcher.masks_read, "cause": "preprocessing"},
+            suggestions=["PyTorch's key_padding_mask is True where a key must be IGNORED: pass `tokens == pad_id` "
+                         "(or `~attention_mask` for a Hugging Face style mask that is 1 on real tokens)."]))
+    p = watcher.padded_loss
+    if p:
+        share = p.get("padded_loss_share")
+        harm = f" and {share:.0%} of the loss" if share is not None else ""
+        out.append(Finding(
+            "LOS005", f"The targets of cross_entropy ({p['site'] or 'the loss'}) hold the padding token {p['pad_id']} "
+            f"(the padding_idx of {p['embedding']}) at {p['padded_target_share']:.0%} of the positions{harm}, and "
+            f"ignore_index={p['ignore_index']} does not skip them: the model is trained to predict padding, which "
+            "dilutes the loss of the real tokens.", location=p["site"] or p["embedding"],
+            evidence={**p, "cause": "loss"},
+            suggestions=[f"Pass `ignore_index={p['pad_id']}` to cross_entropy / CrossEntropyLoss, or set the padded "
+                         "targets to -100."]))
+    return out

@@ -39,6 +39,7 @@ from nndoctor.checks import live_loss
 from nndoctor.probes.watchers.compiled import CompiledWatcher
 from nndoctor.probes.watchers.loss_inputs import LossInputsWatcher
 from nndoctor.probes.watchers.sequences import SequencesWatcher
+from nndoctor.probes.watchers.padding import PaddingWatcher
 
 
 class LiveCheck(NamedTuple):
@@ -62,4 +63,5 @@ LIVE_CHECKS: list[LiveCheck] = [
     LiveCheck(CompiledWatcher, live_loss.judge_compiled),  # keeps the hub's hooks out of compiled graphs
     LiveCheck(LossInputsWatcher, live_loss.judge_loss_inputs),  # sets run.loss_target_shape, read by SequencesWatcher
     LiveCheck(SequencesWatcher, live_loss.judge_attention_axes),
+    LiveCheck(PaddingWatcher, live_loss.judge_padding),
 ]

@@ -1,0 +1,140 @@
+"""Padded sequences in the first training steps: attention key-padding masks of the wrong polarity, and
+padding positions counted in a token-level loss. Two functions are wrapped for the Monitor's lifetime and
+read only on their first ``LOOK`` training calls (then they only pass through):
+
+- ``F.multi_head_attention_forward`` (``nn.MultiheadAttention`` and the Transformer layers call it): its
+  ``key_padding_mask`` (True, or -inf, = ignore this key) against the root's token ids: the padding is where
+  the tokens equal the embedding's ``padding_idx`` (or, without one, the single id filling the unmasked
+  positions while the masked ones vary). A mask that is exactly the complement of the padding hides every
+  real token and lets each query see only padding.
+- ``F.cross_entropy`` over the embedding's vocabulary (a language-model head): targets equal to the
+  embedding's ``padding_idx`` that ``ignore_index`` does not cover are trained as a real class.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nndoctor.probes.errors import user_call_site
+from nndoctor.probes.watchers.base import Watcher, outside_nndoctor
+
+LOOK = 4
+
+
+def _embedding(root: Any) -> tuple[str, nn.Embedding] | None:
+    for path, m in (root.modules.items() if root is not None else ()):
+        if isinstance(m, nn.Embedding):
+            return path, m
+    return None
+
+
+class PaddingWatcher(Watcher):
+    name = "padding"
+
+    def __init__(self, run) -> None:
+        super().__init__(run)
+        self._undo: list[Any] = []
+        self.masks_read = 0
+        self.inverted = 0  # calls whose mask was the exact complement of the padding
+        self.inverted_evidence: dict[str, Any] = {}
+        self.losses_read = 0
+        self.padded_loss: dict[str, Any] = {}  # the first call whose targets counted padding
+        self.disabled = False
+
+    def start(self) -> None:
+        for name, look in (("multi_head_attention_forward", self._look_mask), ("cross_entropy", self._look_loss)):
+            original = getattr(F, name)
+            if name == "cross_entropy":
+                self._cross_entropy = original  # measures the padded terms without passing our own wrapper
+
+            def wrapper(*args, __original=original, __look=look, **kwargs):
+                if not self.disabled and torch.is_grad_enabled() and not self.run.replaying:
+                    try:
+                        __look(args, kwargs)
+                    except Exception:  # never into the user's loop
+                        self.disabled = True
+                return __original(*args, **kwargs)
+
+            wrapper.__wrapped__ = original
+            setattr(F, name, wrapper)
+            self._undo.append(lambda name=name, original=original: setattr(F, name, original))
+
+    def stop(self) -> None:
+        while self._undo:
+            self._undo.pop()()
+
+    def _current_root(self):
+        call = self.run.last_train_call
+        return (self.run.roots.get(id(call[0])), call[1]) if call is not None else (None, ())
+
+    def _look_mask(self, args: tuple, kwargs: dict) -> None:
+        if self.masks_read >= LOOK or torch.compiler.is_compiling():
+            return
+        kpm = kwargs.get("key_padding_mask")
+        if kpm is None and len(args) > 15:
+            kpm = args[15]
+        if not isinstance(kpm, torch.Tensor) or kpm.ndim != 2:
+            return
+        masked = kpm if kpm.dtype == torch.bool else torch.isneginf(kpm)
+        root, inputs = self._current_root()
+        tokens = next((t for t in inputs if isinstance(t, torch.Tensor) and not t.is_floating_point()
+                       and tuple(t.shape) == tuple(masked.shape)), None)
+        if tokens is None:
+            return
+        self.masks_read += 1
+        masked, tokens = masked.detach().cpu(), tokens.detach().cpu()
+        found = _embedding(root)
+        pad_id = found[1].padding_idx if found is not None else None
+        if pad_id is None:  # the pad: one id filling every unmasked position while the masked ones vary
+            shown = tokens[~masked]
+            if shown.numel() and bool((shown == shown[0]).all()) and tokens[masked].unique().numel() >= 3:
+                pad_id = int(shown[0])
+        if pad_id is None:
+            return
+        pad = tokens == pad_id
+        if bool(pad.any()) and bool((~pad).any()) and bool((masked == ~pad).all()):
+            self.inverted += 1
+            if not self.inverted_evidence:
+                self.inverted_evidence = {
+                    "pad_id": int(pad_id), "masked_share": round(float(masked.float().mean()), 4),
+                    "padding_share": round(float(pad.float().mean()), 4), "mask_shape": list(masked.shape),
+                    "site": user_call_site(outside_nndoctor(sys._getframe()))[0]}
+
+    def _look_loss(self, args: tuple, kwargs: dict) -> None:
+        if self.losses_read >= LOOK or self.padded_loss or torch.compiler.is_compiling():
+            return
+        x = args[0] if args else kwargs.get("input")
+        target = args[1] if len(args) > 1 else kwargs.get("target")
+        if not isinstance(x, torch.Tensor) or not isinstance(target, torch.Tensor) or target.is_floating_point() \
+                or x.ndim < 2 or not x.requires_grad:
+            return
+        root, _ = self._current_root()
+        found = _embedding(root)
+        if found is None or found[1].padding_idx is None or x.shape[1] != found[1].num_embeddings:
+            return  # not a head over the embedding's vocabulary: a class 0 is a class, not padding
+        self.losses_read += 1
+        pad_id = found[1].padding_idx
+        ignore = kwargs.get("ignore_index", args[4] if len(args) > 4 else -100)
+        if ignore == pad_id:
+            return
+        at_pad = target == pad_id
+        share = float(at_pad.float().mean())
+        if share <= 0:
+            return
+        with torch.no_grad():
+            terms = self._cross_entropy(x.detach().float(), target, reduction="none")
+            flat, pads = terms.reshape(-1), at_pad.reshape(-1)
+            total = float(flat.sum()) if flat.numel() == pads.numel() else 0.0
+            loss_share = float(flat[pads].sum()) / total if total > 0 else None
+        self.padded_loss = {"pad_id": int(pad_id), "padded_target_share": round(share, 4),
+                            "embedding": f"model.{found[0]}", "ignore_index": int(ignore),
+                            "site": user_call_site(outside_nndoctor(sys._getframe()))[0]}
+        if loss_share is not None:
+            self.padded_loss["padded_loss_share"] = round(loss_share, 4)
+
+    def describe(self) -> str:
+        return "padding: key-padding-mask polarity, padded targets in the loss"
