@@ -36,7 +36,8 @@ class Watcher:
         """The Monitor is closing: remove what ``start`` installed. Must be safe to call twice."""
 
     def reads(self, optimizer: torch.optim.Optimizer) -> Sequence[torch.Tensor]:
-        """Device scalars to read at this optimizer step (before it applies), all in the hub's one transfer."""
+        """Device scalars to read at this optimizer step (before it applies), all in the hub's one transfer.
+        0-d tensors are cheapest (stacked as they are); 1-d ones are flattened into the same transfer."""
         return ()
 
     def on_read(self, optimizer: torch.optim.Optimizer, values: list[float]) -> None:
@@ -135,6 +136,11 @@ def read_once(tensors: list[torch.Tensor]) -> list[float]:
     are gathered there first)."""
     if not tensors:
         return []
+    if all(t.dim() == 0 for t in tensors):
+        try:  # scalars on one device, the usual case: one op, then the transfer
+            return torch.stack(tensors).tolist()
+        except RuntimeError:  # several devices
+            pass
     flat = [t.detach().reshape(-1).float() for t in tensors]
     device = next((t.device for t in flat if t.device.type != "cpu"), None)
     return torch.cat([t.to(device) for t in flat] if device is not None else flat).tolist()

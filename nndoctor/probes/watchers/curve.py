@@ -2,13 +2,14 @@
 value) and total gradient norm, both read in the hub's one host transfer per optimizer step."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from nndoctor.probes.watchers.base import Watcher
 from nndoctor.probes.sharded import local
 
 _NAN = torch.tensor(float("nan"))
-_ZERO = torch.zeros(())
 
 
 class CurveWatcher(Watcher):
@@ -23,17 +24,17 @@ class CurveWatcher(Watcher):
 
     def reads(self, optimizer):
         grads = [local(p.grad) for p in self.run.trainable_params(optimizer) if p.grad is not None]  # shard: no collective
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else _ZERO
-        return (self._pending if self._pending is not None else _NAN, norm)
+        # per-parameter norms go to the host as they are and the total is summed there: fewer ops per step
+        return (self._pending if self._pending is not None else _NAN, *torch._foreach_norm(grads))
 
     def on_read(self, optimizer, values: list[float]) -> None:
         run = self.run
         run.step_loss = values[0] if self._pending is not None else None
-        run.step_norm = values[1]
+        run.step_norm = math.hypot(*values[1:])  # the total gradient norm
         if self._pending is not None:
             run.losses.append(values[0])
             run.loss_owners.add(id(optimizer))
-        run.grad_norms.append(values[1])
+        run.grad_norms.append(run.step_norm)
         self._pending = None
 
     def on_loss_value(self, value: float) -> None:
