@@ -13,7 +13,7 @@ from textwrap import dedent, indent
 
 from nndoctor.scaffold.infer import Profile
 from nndoctor.scaffold.models import KERAS_LAYERS, KERAS_WHY, TORCH_MODELS
-from nndoctor.scaffold.sources import Source
+from nndoctor.scaffold.sources import ScaffoldError, Source
 
 TARGET_STEPS = 600   # optimizer steps the first run aims for: enough for a small model to fit small data
 MAX_EPOCHS = 100
@@ -32,6 +32,10 @@ class Written:
 
 
 def write_setup_file(path: str, source: Source, profile: Profile, framework: str = "torch") -> Written:
+    import importlib.util
+
+    if framework != "torch" and importlib.util.find_spec(framework) is None:
+        raise ScaffoldError(f"--framework {framework}: {framework} is not installed (pip install {framework})")
     n_train = profile.n - round(profile.n * 0.2)
     batch_size = 32 if n_train < 2000 else 64
     epochs = max(5, min(MAX_EPOCHS, math.ceil(TARGET_STEPS / max(1, math.ceil(n_train / batch_size)))))
