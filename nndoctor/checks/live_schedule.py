@@ -29,7 +29,7 @@ def collapse(lrs: list[float]) -> tuple[int, float] | None:
     return c, peak
 
 
-def stall(losses: list[float], c: int) -> dict[str, float] | None:
+def stall(losses: list[float], c: int) -> dict[str, float | None] | None:
     """The loss stopped improving at step ``c``: over the steps after it, it gained less than a tenth of its
     rate just before (or, collapsed before anything was learned, never 10% below its start). None if it kept
     improving (or had already converged: no rate before to lose)."""
@@ -47,7 +47,7 @@ def stall(losses: list[float], c: int) -> dict[str, float] | None:
         if post_rate >= 0.1 * pre_rate:
             return None
     else:  # nothing learned before the collapse (or already converged): stalled only if it never learned
-        pre_rate = float("nan")
+        pre_rate = None  # no rate before to compare with
         if statistics.median(post[-w:]) < 0.9 * losses[0]:  # collapsed at once, yet it learned
             return None
     return {"loss_at_collapse": statistics.median(post[:w]), "loss_last": statistics.median(post[-w:]),
