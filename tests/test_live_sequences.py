@@ -145,3 +145,39 @@ def test_padded_targets_in_a_language_model_loss(ignore):
         assert 0.1 < finding.evidence["padded_target_share"] < 0.6 and finding.evidence["padded_loss_share"] > 0.05
     else:
         assert [f.code for f in report.findings if f.severity.value in ("error", "warning")] == []
+
+
+# ----- a causal language model without its causal mask (SHP004) -----------------------------------------------
+class CausalLM(nn.Module):
+    def __init__(self, causal: bool):
+        super().__init__()
+        self.causal = causal
+        self.embed = nn.Embedding(40, 16)
+        self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, dropout=0.1, batch_first=True), 1,
+                                         enable_nested_tensor=False)
+        self.head = nn.Linear(16, 40)
+
+    def forward(self, tokens):
+        T = tokens.shape[1]
+        mask = nn.Transformer.generate_square_subsequent_mask(T) if self.causal else None
+        return self.head(self.enc(self.embed(tokens), mask=mask, is_causal=self.causal))
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["planted", "fixed"])
+def test_next_token_model_without_causal_mask(causal):
+    torch.manual_seed(0)
+    data = torch.randint(0, 40, (32, 13))
+    model = CausalLM(causal)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    with nndoctor.Monitor() as mon:
+        for _ in range(4):
+            opt.zero_grad()
+            x, y = data[:, :-1], data[:, 1:]
+            nn.functional.cross_entropy(model(x).reshape(-1, 40), y.reshape(-1)).backward()
+            opt.step()
+    report = mon.report()
+    if not causal:
+        (finding,) = report.by_code("SHP004")
+        assert finding.location == "model" and finding.evidence["cause"] == "leakage"
+    else:
+        assert [f.code for f in report.findings if f.severity.value in ("error", "warning")] == []

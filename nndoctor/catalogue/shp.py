@@ -112,4 +112,31 @@ Pass `tokens == PAD` (True on the padding), or `~attention_mask` for a mask that
 """,
         ignore="Never: no model wants to attend only to its padding.",
     ),
+    Code(
+        code="SHP004",
+        name="future-token-leak",
+        severity=E,
+        summary="A next-token model sees the future: its prediction at position t depends on token t+1 (no causal mask).",
+        what="""
+In a live run, when the first training loss's targets are the model's input tokens shifted by one
+(next-token prediction), a copy of the model (eval mode, no gradients, RNG restored) runs the first
+training batch twice at the end of the run: as it was, and with only token t+1 changed (t = half the
+sequence). If the outputs at positions 0..t move beyond float tolerance, each position can see the
+tokens it must predict. Located at the model; `evidence.cause` = `leakage`.
+""",
+        why="""
+Without a causal mask the model copies the next token from its input: the training loss falls far below
+what next-token prediction allows, validation on the same pipeline looks as good, and generation (one
+token at a time, with no future to copy) produces garbage.
+""",
+        example="""
+h = self.encoder(self.embed(tokens))          # nn.TransformerEncoder without mask=/is_causal=
+loss = F.cross_entropy(self.head(h)[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
+""",
+        fix="""
+Give the attention a causal mask: `mask=nn.Transformer.generate_square_subsequent_mask(T)` with
+`is_causal=True`, or `F.scaled_dot_product_attention(q, k, v, is_causal=True)`.
+""",
+        ignore="A bidirectional model trained on a shifted target on purpose is not next-token prediction; ignore it there.",
+    ),
 ]

@@ -105,3 +105,25 @@ def judge_padding(watcher: Any) -> list[Finding]:
             suggestions=[f"Pass `ignore_index={p['pad_id']}` to cross_entropy / CrossEntropyLoss, or set the padded "
                          "targets to -100."]))
     return out
+
+
+def judge_future_leak(watcher: Any) -> list[Finding]:
+    """SHP004: a next-token model whose earlier predictions depend on a later token (no causal mask)."""
+    m = watcher.leak
+    if not m:
+        return []
+    return [Finding(
+        "SHP004", f"The model is trained to predict the next token (its targets are its input tokens shifted by one), "
+        f"but changing only token {m['changed_token']} changed its outputs at positions 0..{m['position']} (by up to "
+        f"{m['max_relative_change']:.2g} of the output's scale, on a copy with the first training batch): each "
+        "position sees the future tokens it must predict, so the training loss falls far below what next-token "
+        "prediction allows and generation fails.", location="model",
+        evidence={**m, "cause": "leakage"},
+        suggestions=["Pass a causal mask to the attention: `mask=nn.Transformer.generate_square_subsequent_mask(T)` "
+                     "with `is_causal=True` (nn.TransformerEncoder / nn.MultiheadAttention `attn_mask`), or "
+                     "`F.scaled_dot_product_attention(q, k, v, is_causal=True)`."])]
+
+
+def judge_sequences(watcher: Any) -> list[Finding]:
+    """The sequence replay's two verdicts: attention across samples (SHP002), the future seen (SHP004)."""
+    return judge_attention_axes(watcher) + judge_future_leak(watcher)

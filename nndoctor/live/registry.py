@@ -62,6 +62,6 @@ LIVE_CHECKS: list[LiveCheck] = [
     LiveCheck(AmpWatcher, live_precision.judge),
     LiveCheck(CompiledWatcher, live_loss.judge_compiled),  # keeps the hub's hooks out of compiled graphs
     LiveCheck(LossInputsWatcher, live_loss.judge_loss_inputs),  # sets run.loss_target_shape, read by SequencesWatcher
-    LiveCheck(SequencesWatcher, live_loss.judge_attention_axes),
+    LiveCheck(SequencesWatcher, live_loss.judge_sequences),
     LiveCheck(PaddingWatcher, live_loss.judge_padding),
 ]

@@ -69,6 +69,7 @@ class LossInputsWatcher(Watcher):
         if getattr(self.run, "loss_target_shape", None) is None and isinstance(target, torch.Tensor) \
                 and torch.is_grad_enabled() and not self.run.replaying:
             self.run.loss_target_shape = tuple(target.shape)
+            self.run.first_loss = (target.detach(), self.run.last_train_call)  # sequences.py: is it next-token?
 
     def _look(self, name: str, x: Any) -> None:
         try:

@@ -37,6 +37,7 @@ class SequencesWatcher(Watcher):
         super().__init__(run)
         self.checked = False
         self.mixing: dict[str, Any] | None = None  # the measurement, when attention mixed samples
+        self.leak: dict[str, Any] | None = None  # a next-token model's past predictions moved by a future token
 
     def on_run_end(self) -> None:
         if self.checked or self.run.last_train_call is None:
@@ -48,6 +49,43 @@ class SequencesWatcher(Watcher):
                 self.mixing = self._replay(_plain(root), inputs, kwargs)
         except Exception:  # an unusual model: no reading, never an error of the user's run
             self.mixing = None
+        try:
+            self.leak = self._future_leak()
+        except Exception:
+            self.leak = None
+        finally:
+            self.run.replaying = False
+
+    def _future_leak(self) -> dict[str, Any] | None:
+        """A next-token model (the first loss's targets are its input tokens shifted by one) whose prediction at
+        position t changes when only token t+1 changes sees the future: no causal mask."""
+        first = getattr(self.run, "first_loss", None)
+        if first is None or first[1] is None:
+            return None
+        target, (root, inputs, kwargs) = first
+        tokens = next((t for t in inputs if isinstance(t, torch.Tensor) and not t.is_floating_point() and t.ndim == 2), None)
+        if tokens is None or tokens.shape[1] < 4 or target.numel() != tokens.numel():
+            return None
+        t2 = target.reshape(tokens.shape)
+        if float((t2[:, :-1] == tokens[:, 1:]).float().mean()) < 0.9:
+            return None  # not next-token prediction
+        twin = copy.deepcopy(_plain(root)).eval()
+        t = tokens.shape[1] // 2
+        changed = tokens.clone()
+        changed[:, t + 1] = (tokens[:, t + 1] + 1) % max(int(tokens.max()) + 1, 2)
+        self.run.replaying = True
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            base = twin(*inputs, **kwargs)
+            moved = twin(*(changed if x is tokens else x for x in inputs), **kwargs)
+        if not isinstance(base, torch.Tensor) or base.ndim < 3 or base.shape[:2] != tokens.shape:
+            return None
+        past = (moved[:, : t + 1] - base[:, : t + 1]).abs().float().amax()
+        scale = float(base.abs().float().max()) or 1.0
+        change = float(past) / scale
+        if change <= TOLERANCE:
+            return None
+        return {"position": t, "changed_token": t + 1, "max_relative_change": round(change, 4),
+                "sequence_length": int(tokens.shape[1])}
 
     def _replay(self, root: nn.Module, inputs: tuple, kwargs: dict) -> dict[str, Any] | None:
         target = getattr(self.run, "loss_target_shape", None)
