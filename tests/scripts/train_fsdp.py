@@ -38,12 +38,13 @@ class Net(nn.Module):
         self.embed = nn.Linear(64, 64)
         self.hidden = nn.Linear(64, 64)
         self.head = nn.Linear(64, 10)
+        self.temperature = nn.Parameter(torch.ones(1))  # one element: rank 1's shard of it is empty
 
     def forward(self, xb):
         h = torch.relu(self.embed(xb))
         if args.frozen:
             h = h.detach()
-        return self.head(torch.relu(self.hidden(h)))
+        return self.head(torch.relu(self.hidden(h))) / self.temperature
 
 
 model = Net()
