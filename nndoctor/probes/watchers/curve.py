@@ -25,7 +25,8 @@ class CurveWatcher(Watcher):
     def reads(self, optimizer):
         grads = [local(p.grad) for p in self.run.trainable_params(optimizer) if p.grad is not None]  # shard: no collective
         # per-parameter norms go to the host as they are and the total is summed there: fewer ops per step
-        return (self._pending if self._pending is not None else _NAN, *torch._foreach_norm(grads))
+        # no gradient yet (a closure that runs backward inside step(), as Lightning's does): a total of 0
+        return (self._pending if self._pending is not None else _NAN, *(torch._foreach_norm(grads) if grads else ()))
 
     def on_read(self, optimizer, values: list[float]) -> None:
         run = self.run
