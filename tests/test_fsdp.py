@@ -12,7 +12,6 @@ import sys
 
 import pytest
 import torch
-
 from ddp_helpers import SCRIPTS, serious, torchrun, validate_json
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32" or not torch.distributed.is_available(),

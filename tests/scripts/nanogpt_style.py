@@ -13,7 +13,7 @@ import math
 from contextlib import nullcontext
 
 import torch
-import torch.nn as nn
+from torch import nn
 from torch.nn import functional as F
 
 parser = argparse.ArgumentParser()

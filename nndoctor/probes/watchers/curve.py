@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from nndoctor.probes.watchers.base import Watcher
 from nndoctor.probes.sharded import local
+from nndoctor.probes.watchers.base import Watcher
 
 _NAN = torch.tensor(float("nan"))
 

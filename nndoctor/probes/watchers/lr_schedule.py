@@ -13,9 +13,9 @@ from typing import Any
 import torch
 
 from nndoctor.probes.errors import user_call_site
+from nndoctor.probes.sharded import local
 from nndoctor.probes.watchers.base import Watcher, outside_nndoctor
 from nndoctor.probes.watchers.guarded import Patches
-from nndoctor.probes.sharded import local
 
 
 def _site() -> str:

@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
-from nndoctor.probes.watchers.base import Watcher
-from nndoctor.probes.watchers.amp import replay_autocast
 from nndoctor.probes.sharded import local
+from nndoctor.probes.watchers.amp import replay_autocast
+from nndoctor.probes.watchers.base import Watcher
 
 
 class NonFiniteWatcher(Watcher):

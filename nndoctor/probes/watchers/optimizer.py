@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from nndoctor.probes.watchers.base import Watcher
 from nndoctor.probes.sharded import local
+from nndoctor.probes.watchers.base import Watcher
 
 WINDOW = 3  # steps with a learning rate above 0 compared with the first before "changed none" is said
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from nndoctor.probes.watchers.base import Watcher
 from nndoctor.probes.sharded import local
+from nndoctor.probes.watchers.base import Watcher
 
 
 class StaleGradientsWatcher(Watcher):
