@@ -24,6 +24,14 @@ def _seq_first_attention(root: nn.Module) -> list[tuple[str, nn.Module]]:
             if isinstance(m, nn.MultiheadAttention) and not m.batch_first]
 
 
+COPY_LIMIT = 2 ** 31  # bytes of parameters and buffers: a larger model is not copied for a replay
+
+
+def _copy(module: nn.Module) -> nn.Module | None:
+    size = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+    return copy.deepcopy(module).eval() if size <= COPY_LIMIT else None
+
+
 def _plain(module: nn.Module) -> nn.Module:
     while type(module).__name__ == "OptimizedModule" or isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
         module = getattr(module, "_orig_mod", None) or module.module
@@ -69,7 +77,9 @@ class SequencesWatcher(Watcher):
         t2 = target.reshape(tokens.shape)
         if float((t2[:, :-1] == tokens[:, 1:]).float().mean()) < 0.9:
             return None  # not next-token prediction
-        twin = copy.deepcopy(_plain(root)).eval()
+        twin = _copy(_plain(root))
+        if twin is None:
+            return None
         t = tokens.shape[1] // 2
         changed = tokens.clone()
         changed[:, t + 1] = (tokens[:, t + 1] + 1) % max(int(tokens.max()) + 1, 2)
@@ -95,7 +105,9 @@ class SequencesWatcher(Watcher):
         n = target[0]
         if x.shape[0] != n or x.shape[1] == n or n < 3:  # samples on axis 0 of the input, told apart from axis 1
             return None
-        twin = copy.deepcopy(root).eval()
+        twin = _copy(root)
+        if twin is None:
+            return None
         attention = _seq_first_attention(twin)
         queries: dict[str, tuple] = {}
 
