@@ -183,4 +183,36 @@ for x, y in loader:
         fix="Call `scheduler.step()` after `optimizer.step()`.",
         ignore="When the skipped first value does not matter (a long schedule).",
     ),
+    Code(
+        code="OFB007",
+        name="complicated-pipeline",
+        severity=Severity.INFO,
+        summary="The data pipeline is complicated before the model works (random augmentation, worker processes, heavy loading); a warning when augmentation is what stops overfitting.",
+        what="""
+The playbook's advice is to build complicated data pipelines later. nndoctor reads the same training
+samples twice (random augmentation gives different inputs), looks at the DataLoader's `num_workers`,
+and times loading a sample against training on it; any of these is reported as info in the overfit
+step. With augmentation it also overfits the same samples read once and read afresh at every step
+(same copy, seed and step budget): when the fixed read reaches the goal and the augmented one stays
+at least twice as far from it, augmentation is what stops the model, and it is a warning with both
+errors.
+""",
+        why="""
+While a model does not learn, every moving part is a suspect: augmentation can destroy the signal (a
+crop that cuts the object, noise larger than the features), worker processes turn errors into hangs
+or opaque crashes, and slow loading makes every experiment slow. A pipeline added after the model
+works can be debugged one piece at a time.
+""",
+        example="""
+class Noisy(Dataset):
+    def __getitem__(self, i):
+        return self.x[i] + 2.0 * torch.randn_like(self.x[i]), self.y[i]   # noise larger than the signal
+loader = DataLoader(Noisy(x, y), batch_size=64, shuffle=True, num_workers=8)
+""",
+        fix="""
+Get the model working on a plain in-memory pipeline (`num_workers=0`, no augmentation, data
+pre-processed once into tensors), then add augmentation and workers back one at a time.
+""",
+        ignore="When the model already works and the pipeline is there on purpose.",
+    ),
 ]

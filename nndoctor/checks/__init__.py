@@ -18,7 +18,7 @@ __all__ = ["check", "CheckSpec", "all_checks", "SkipCheck", "Context"]
 
 # Modules holding checks, imported in this order; within a step, checks run in registration order.
 MODULES = ["run", "memory", "shapes", "data_values", "data_targets", "data_splits", "data_order", "loss", "modes",
-           "numerics", "overfit", "gradients", "compare"]
+           "numerics", "overfit", "overfit_pipeline", "gradients", "compare"]
 
 
 @dataclass(frozen=True)

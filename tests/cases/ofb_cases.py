@@ -47,6 +47,29 @@ def _multilabel_dropout(optimizer) -> Setup:
     return Setup(model=model, train_data=(x, labels), loss_fn=nn.BCEWithLogitsLoss(), optimizer=optimizer)
 
 
+class _Augmented(torch.utils.data.Dataset):
+    """Digits with additive Gaussian noise drawn anew at every read (``noise`` 0: no augmentation)."""
+
+    def __init__(self, x, y, noise: float):
+        self.x, self.y, self.noise = x, y, noise
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        x = self.x[i]
+        return (x + self.noise * torch.randn_like(x) if self.noise else x), self.y[i]
+
+
+def _augmentation(noise: float) -> Setup:
+    """Noise far larger than the features: the same 64 samples cannot be memorised read afresh each step."""
+    torch.manual_seed(0)
+    (x, y), _ = digits()
+    loader = torch.utils.data.DataLoader(_Augmented(x, y, noise), batch_size=64, shuffle=True)
+    return Setup(model=_mlp(), train_data=loader, loss_fn=nn.CrossEntropyLoss(),
+                 optimizer=lambda p: torch.optim.Adam(p, lr=1e-3))
+
+
 CASES = [
     Case("optimizer-maximize-true", lambda: _maximize(fixed=False), ("OFB001",),
          twin=lambda: _maximize(fixed=True), location="optimizer", select=("OFB",)),
@@ -61,4 +84,6 @@ CASES = [
     Case("weight-decay-10", lambda: _digits(lambda p: torch.optim.Adam(p, lr=1e-3, weight_decay=10.0)), ("OFB004",),
          twin=lambda: _digits(lambda p: torch.optim.Adam(p, lr=1e-3, weight_decay=1e-4)), location="model",
          select=("OFB",)),
+    Case("augmentation-noise-larger-than-signal", lambda: _augmentation(3.0), ("OFB007",),
+         twin=lambda: _augmentation(0.0), location="train_data", select=("OFB",)),
 ]
