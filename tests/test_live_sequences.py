@@ -181,3 +181,25 @@ def test_next_token_model_without_causal_mask(causal):
         assert finding.location == "model" and finding.evidence["cause"] == "leakage"
     else:
         assert [f.code for f in report.findings if f.severity.value in ("error", "warning")] == []
+
+
+# ----- through the real CLI, on an unmodified script: planted bugs and the fixed twin -------------------------
+CLI_CASES = [(["--batch-first", "--pad-in-loss", "--no-causal"],
+              {"SHP002": "model.attn", "LOS005": "sequence_bugs.py:", "SHP004": "model"}),
+             (["--inverted-mask"], {"SHP003": "sequence_bugs.py:"}),
+             ([], {})]
+
+
+@pytest.mark.parametrize("flags,expected", CLI_CASES, ids=["three-bugs", "inverted-mask", "fixed"])
+def test_sequence_bugs_through_the_cli(tmp_path, flags, expected):
+    import json
+    import os
+
+    from test_cli import nndoctor as cli
+
+    path = tmp_path / "r.json"
+    cli("run", "--json", str(path), os.path.join(os.path.dirname(__file__), "scripts", "sequence_bugs.py"), *flags)
+    loud = {f["code"]: f for f in json.loads(path.read_text())["findings"] if f["severity"] in ("error", "warning")}
+    assert set(loud) == set(expected)
+    for code, where in expected.items():
+        assert where in loud[code]["location"] and loud[code]["evidence"]["cause"]

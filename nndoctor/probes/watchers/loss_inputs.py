@@ -66,10 +66,15 @@ class LossInputsWatcher(Watcher):
     def _target(self, args: tuple, kwargs: dict) -> None:
         """The first training loss's target: its leading size is the number of samples (sequences.py reads it)."""
         target = args[0] if args else kwargs.get("target")
-        if getattr(self.run, "loss_target_shape", None) is None and isinstance(target, torch.Tensor) \
-                and torch.is_grad_enabled() and not self.run.replaying:
+        if not isinstance(target, torch.Tensor) or not torch.is_grad_enabled() or self.run.replaying:
+            return
+        if getattr(self.run, "loss_target_shape", None) is None:
             self.run.loss_target_shape = tuple(target.shape)
-            self.run.first_loss = (target.detach(), self.run.last_train_call)  # sequences.py: is it next-token?
+        # per root (the one whose forward ran last), its first loss's target: sequences.py asks "next-token?"
+        call = self.run.last_train_call
+        firsts = self.run.__dict__.setdefault("first_losses", {})
+        if call is not None and id(call[0]) not in firsts and len(firsts) < 4:
+            firsts[id(call[0])] = (target.detach(), call)
 
     def _look(self, name: str, x: Any) -> None:
         try:

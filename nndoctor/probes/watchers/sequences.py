@@ -4,7 +4,8 @@ attends across the samples of the batch. Nothing on the hot path: when training 
 such an attention, a copy replays the last training call once (eval mode, no gradients, RNG restored) with
 hooks that read the attention's query shape; when its axis 0 has the samples' count (the first training
 loss's targets) and axis 1 does not, sample 0 is replaced by sample 1 and the other samples' outputs are
-compared (SHP002's mechanism, ``checks/shapes.py``)."""
+compared (SHP002's mechanism, ``checks/shapes.py``). Each root is replayed with its first training call (and that
+call's loss target), recorded by ``loss_inputs.py``.""" 
 from __future__ import annotations
 
 import copy
@@ -48,29 +49,27 @@ class SequencesWatcher(Watcher):
         self.leak: dict[str, Any] | None = None  # a next-token model's past predictions moved by a future token
 
     def on_run_end(self) -> None:
-        if self.checked or self.run.last_train_call is None:
+        if self.checked:
             return
         self.checked = True
-        try:
-            root, inputs, kwargs = self.run.last_train_call
-            if _seq_first_attention(root):
-                self.mixing = self._replay(_plain(root), inputs, kwargs)
-        except Exception:  # an unusual model: no reading, never an error of the user's run
-            self.mixing = None
-        try:
-            self.leak = self._future_leak()
-        except Exception:
-            self.leak = None
-        finally:
-            self.run.replaying = False
+        # each root's first training call with its loss's target (loss_inputs.py records them)
+        for target, (root, inputs, kwargs) in list(getattr(self.run, "first_losses", {}).values()):
+            try:
+                if self.mixing is None and _seq_first_attention(root):
+                    self.mixing = self._replay(_plain(root), inputs, kwargs, target)
+            except Exception:  # an unusual model: no reading, never an error of the user's run
+                self.mixing = None
+            try:
+                if self.leak is None:
+                    self.leak = self._future_leak(target, root, inputs, kwargs)
+            except Exception:
+                self.leak = None
+            finally:
+                self.run.replaying = False
 
-    def _future_leak(self) -> dict[str, Any] | None:
+    def _future_leak(self, target, root, inputs, kwargs) -> dict[str, Any] | None:
         """A next-token model (the first loss's targets are its input tokens shifted by one) whose prediction at
         position t changes when only token t+1 changes sees the future: no causal mask."""
-        first = getattr(self.run, "first_loss", None)
-        if first is None or first[1] is None:
-            return None
-        target, (root, inputs, kwargs) = first
         tokens = next((t for t in inputs if isinstance(t, torch.Tensor) and not t.is_floating_point() and t.ndim == 2), None)
         if tokens is None or tokens.shape[1] < 4 or target.numel() != tokens.numel():
             return None
@@ -97,12 +96,11 @@ class SequencesWatcher(Watcher):
         return {"position": t, "changed_token": t + 1, "max_relative_change": round(change, 4),
                 "sequence_length": int(tokens.shape[1])}
 
-    def _replay(self, root: nn.Module, inputs: tuple, kwargs: dict) -> dict[str, Any] | None:
-        target = getattr(self.run, "loss_target_shape", None)
+    def _replay(self, root: nn.Module, inputs: tuple, kwargs: dict, target: torch.Tensor) -> dict[str, Any] | None:
         x = next((t for t in inputs if isinstance(t, torch.Tensor)), None)
-        if not target or x is None or x.ndim < 2:
+        if target.ndim < 1 or x is None or x.ndim < 2:
             return None
-        n = target[0]
+        n = target.shape[0]
         if x.shape[0] != n or x.shape[1] == n or n < 3:  # samples on axis 0 of the input, told apart from axis 1
             return None
         twin = _copy(root)
