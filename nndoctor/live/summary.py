@@ -11,8 +11,9 @@ from nndoctor.live.ranks import merge_ranks
 
 
 def build_report(monitor: Any, found: list[list[Finding]], seconds: float) -> Report:
-    checks = [CheckRecord(w.name, "failed" if any(f.severity.value != "info" for f in findings) else "passed",
-                          seconds, w.describe(), "run") for w, findings in zip(monitor.watchers, found)]
+    checks = [CheckRecord(w.name, "crashed" if w.failed else "failed" if any(f.severity.value != "info" for f in findings)
+                          else "passed", seconds, f"switched off: {w.failed}" if w.failed else w.describe(), "run")
+              for w, findings in zip(monitor.watchers, found)]
     report = Report(findings=list(monitor.findings), checks=checks, meta={
         "steps": monitor.steps, "extras": {"loss_curve": downsample(monitor.losses)}})
     schedule = getattr(monitor.run, "lr_schedule", None)  # the LR per step, max over param groups

@@ -25,6 +25,7 @@ from nndoctor.probes.wrappers import named_modules, named_parameters
 
 class Watcher:
     name = "watcher"  # the name of the check in the report's list
+    failed: str | None = None  # why the hub switched this watcher off (it raised), for the report
 
     def __init__(self, run: "LiveRun") -> None:
         self.run = run
@@ -147,11 +148,25 @@ def read_once(tensors: list[torch.Tensor]) -> list[float]:
 
 
 def read_step(watchers: list[Watcher], optimizer: torch.optim.Optimizer) -> None:
-    """Ask each watcher for its ``reads``, read them all at once, hand each its floats (``on_read``)."""
-    asked = [(w, w.reads(optimizer)) for w in watchers]
-    values = read_once([t for _, ts in asked for t in ts])
+    """Ask each watcher for its ``reads``, read them all at once, hand each its floats (``on_read``). A watcher
+    that raises (an exotic tensor type, a model it cannot read) is switched off, never the user's step."""
+    asked = []
+    for w in watchers:
+        if w.failed is None:
+            try:
+                asked.append((w, list(w.reads(optimizer))))
+            except Exception as exc:  # noqa: BLE001 - a measurement must not break training
+                w.failed = f"{type(exc).__name__}: {exc}"
+    try:
+        values = read_once([t for _, ts in asked for t in ts])
+    except Exception:  # noqa: BLE001 - one unreadable tensor: read each watcher's alone
+        values = None
     for w, ts in asked:
-        if ts:
+        if not ts:
+            continue
+        try:
             n = sum(t.numel() for t in ts)
-            w.on_read(optimizer, values[:n])
-            values = values[n:]
+            mine, values = (values[:n], values[n:]) if values is not None else (read_once(ts), None)
+            w.on_read(optimizer, mine)
+        except Exception as exc:  # noqa: BLE001
+            w.failed = f"{type(exc).__name__}: {exc}"
