@@ -24,6 +24,9 @@ from nndoctor.live.registry import LIVE_CHECKS
 from nndoctor.probes.errors import user_call_site
 from nndoctor.probes.watchers.base import LiveRun, Watcher, outside_nndoctor, read_step
 
+# Inside a torch.compile'd graph Dynamo would trace the hooks' state changes (and refuse them): they return at once
+_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
+
 
 class StopTraining(BaseException):
     """Raised from an optimizer step hook to stop the script after ``max_steps`` (BaseException so that
@@ -80,12 +83,14 @@ class Monitor(MonitorEvents):
     # ----- PyTorch's hooks -> events ----------------------------------------------------------------
     def _pre_forward(self, module: nn.Module, args: tuple) -> None:
         # With a model given, watch it wherever it is called (a DDP wrapper calls it one level down).
-        if self._root is None and (self.model is None or module is self.model) and not self.run.replaying:
+        if _compiling() or self._root is not None or self.run.replaying:
+            return
+        if self.model is None or module is self.model:
             self._root = module
             self.on_forward(module, args, {}, torch.is_grad_enabled() and not torch.is_inference_mode_enabled())
 
     def _post_forward(self, module: nn.Module, args: tuple, output: Any) -> None:
-        if module is self._root:
+        if not _compiling() and module is self._root:
             self._root = None
 
     def _backward(self, tensor: torch.Tensor, *args: Any, **kwargs: Any) -> None:

@@ -60,7 +60,7 @@ LIVE_CHECKS: list[LiveCheck] = [
     LiveCheck(RanksWatcher, distributed.judge_rank),
     LiveCheck(StepOrderWatcher, live_step_order.judge),  # after CurveWatcher: reads run.step_norm
     LiveCheck(AmpWatcher, live_precision.judge),
-    LiveCheck(CompiledWatcher, live_loss.judge_compiled),  # keeps the hub's hooks out of compiled graphs
+    LiveCheck(CompiledWatcher, live_loss.judge_compiled),  # which roots were compiled
     LiveCheck(LossInputsWatcher, live_loss.judge_loss_inputs),  # sets run.loss_target_shape, read by SequencesWatcher
     LiveCheck(SequencesWatcher, live_loss.judge_sequences),
     LiveCheck(PaddingWatcher, live_loss.judge_padding),
