@@ -14,20 +14,23 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="gloo torchrun t
 
 # flags planting the bug -> (code, location substring); each twin below differs only by the fix
 PLANTED = [
-    (["--no-wrap", "--seed-by-rank"], "DDP001", "model.0"),  # twin: --seed-by-rank (wrapped in DDP)
+    pytest.param(["--no-wrap", "--seed-by-rank"], "DDP001", "model.0", marks=pytest.mark.slow),  # twin: --seed-by-rank
     (["--rank0-reinit"], "DDP001", "model.0"),  # twin: the clean script
     (["--no-set-epoch"], "DDP002", "sampler"),
     (["--no-sampler"], "DDP003", "data loader"),  # same seed: identical batches
-    (["--no-sampler", "--seed-by-rank"], "DDP003", "data loader"),  # different shuffles of the whole dataset
-    (["--manual-batches", "--no-sampler"], "DDP003", "data loader"),  # no DataLoader: the same slices
-    (["--iterable", "--no-sampler"], "DDP003", "data loader"),  # an IterableDataset that does not shard
+    pytest.param(["--no-sampler", "--seed-by-rank"], "DDP003", "data loader", marks=pytest.mark.slow),  # shuffles of the whole dataset
+    pytest.param(["--manual-batches", "--no-sampler"], "DDP003", "data loader", marks=pytest.mark.slow),  # the same slices
+    pytest.param(["--iterable", "--no-sampler"], "DDP003", "data loader", marks=pytest.mark.slow),  # unsharded stream
     (["--bn", "--batch", "8"], "DDP004", "model.1"),  # twin: --bn (32 per rank)
 ]
-CLEAN = [[], ["--schedule"], ["--seed-by-rank"], ["--manual-batches"], ["--iterable"], ["--bn"],
-         ["--val-all-ranks", "--bn"]]
+# the plain script and the DDP004 twin run by default; the other twins with -m slow
+CLEAN = [[], pytest.param(["--schedule"], marks=pytest.mark.slow), pytest.param(["--seed-by-rank"], marks=pytest.mark.slow),
+         pytest.param(["--manual-batches"], marks=pytest.mark.slow), pytest.param(["--iterable"], marks=pytest.mark.slow), ["--bn"],
+         pytest.param(["--val-all-ranks", "--bn"], marks=pytest.mark.slow)]
 
 
-@pytest.mark.parametrize("flags,code,location", PLANTED, ids=[f"{c}{''.join(f)}" for f, c, _ in PLANTED])
+@pytest.mark.parametrize("flags,code,location", PLANTED,
+                         ids=[f"{c}{''.join(f)}" for f, c, _ in (getattr(p, "values", p) for p in PLANTED)])
 def test_planted_ddp_bug_is_found_and_names_the_ranks(tmp_path, flags, code, location):
     out, doc = run_ddp(tmp_path, *flags)
     found = [f for f in doc["findings"] if f["code"] == code]
@@ -53,6 +56,7 @@ def test_clean_ddp_scripts_report_nothing(tmp_path, flags):
     assert out.stdout.count("nndoctor run") == 1
 
 
+@pytest.mark.slow
 def test_max_steps_stops_every_rank_and_exits_cleanly(tmp_path):
     out, doc = run_ddp(tmp_path, "--epochs", "50", options=("--max-steps", "5"))
     assert out.returncode == 0, out.stderr[-3000:]
@@ -69,6 +73,7 @@ def test_a_crash_on_every_rank_is_reported_once_with_the_exit_status(tmp_path):
     assert crash["location"] == "model.0" and crash["evidence"]["ranks"] == [0, 1]
 
 
+@pytest.mark.slow
 def test_a_crash_on_one_rank_is_reported_with_its_rank(tmp_path):
     # rank 0 waits in an all-reduce that rank 1 never joins: rank 1 reports alone after a bounded wait, or
     # rank 0, failing in turn, merges both; either way the crash is told with its rank and location

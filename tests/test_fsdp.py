@@ -30,12 +30,12 @@ def run_fsdp(tmp_path, *flags: str):
 
 # flags planting the bug -> (code, location substring)
 PLANTED = [
-    (["--no-set-epoch"], "DDP002", "sampler"),
+    pytest.param(["--no-set-epoch"], "DDP002", "sampler", marks=pytest.mark.slow),  # the DDP tests cover DDP002 by default
     (["--lr0"], "GRD002", "optimizer"),  # the sharded weights never move: seen on each rank's shard
 ]
 
 
-@pytest.mark.parametrize("flags,code,location", PLANTED, ids=[c for _, c, _ in PLANTED])
+@pytest.mark.parametrize("flags,code,location", PLANTED, ids=[c for _, c, _ in (getattr(p, "values", p) for p in PLANTED)])
 def test_planted_fsdp_bug_is_found_on_every_rank(tmp_path, flags, code, location):
     out, doc = run_fsdp(tmp_path, *flags)
     assert "Redistribution" not in out.stderr, out.stderr[-3000:]  # DTensor read as a whole: nndoctor's crash

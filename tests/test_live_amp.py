@@ -141,8 +141,9 @@ def _run(tmp_path, *args: str) -> dict:
     return json.loads(path.read_text())
 
 
-@pytest.mark.parametrize("bug,codes", [("clip-scaled", {"GRD009"}), ("low-precision-loss", {"NUM006"}),
-                                       ("softmax-by-hand", {"NUM007"})])
+@pytest.mark.parametrize("bug,codes", [("clip-scaled", {"GRD009"}),  # the others: in-process tests
+                                       pytest.param("low-precision-loss", {"NUM006"}, marks=pytest.mark.slow),
+                                       pytest.param("softmax-by-hand", {"NUM007"}, marks=pytest.mark.slow)])
 def test_planted_mixed_precision_bug_through_the_cli(tmp_path, bug, codes):
     doc = _run(tmp_path, "--bug", bug)
     found = {f["code"]: f for f in doc["findings"]}

@@ -14,15 +14,15 @@ SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "train_digits.py")
 PLANTED = [
     (["--no-zero-grad"], "GRD005", "optimizer"),
     (["--eval-mode-training"], "MOD001", "model"),
-    (["--eval-in-train-mode"], "MOD002", "model"),
-    (["--foreign-optimizer"], "GRD002", "model.body"),
+    pytest.param(["--eval-in-train-mode"], "MOD002", "model", marks=pytest.mark.slow),  # in-process: test_monitor_loops
+    pytest.param(["--foreign-optimizer"], "GRD002", "model.body", marks=pytest.mark.slow),
     (["--nan"], "NUM001", "train_digits.py:"),
     (["--crash"], "RUN001", "model.body.0"),
     (["--lr", "50", "--epochs", "2"], "OFB002", "loss curve"),
     (["--ascent"], "OFB001", "train_digits.py:"),  # minus the loss: the error rises while the loss falls
-    (["--lr", "1"], "OFB002", "loss curve"),  # blows up at once, then never gets below the untrained loss
+    pytest.param(["--lr", "1"], "OFB002", "loss curve", marks=pytest.mark.slow),  # blows up at once, then never gets below the untrained loss
     (["--lr", "1e-6"], "OFB004", "loss curve"),  # far too low: a plateau
-    (["--shuffled-labels"], "OFB004", "loss curve"),  # labels unrelated to inputs: nothing to learn
+    pytest.param(["--shuffled-labels"], "OFB004", "loss curve", marks=pytest.mark.slow),  # labels unrelated to inputs: nothing to learn
 ]
 
 
@@ -32,7 +32,7 @@ def run(tmp_path, *args: str):
     return out, json.loads(path.read_text())
 
 
-@pytest.mark.parametrize("flags,code,location", PLANTED, ids=[c for _, c, _ in PLANTED])
+@pytest.mark.parametrize("flags,code,location", PLANTED, ids=[c for _, c, _ in (getattr(p, "values", p) for p in PLANTED)])
 def test_planted_script_bug_is_found(tmp_path, flags, code, location):
     out, doc = run(tmp_path, *flags)
     found = [f for f in doc["findings"] if f["code"] == code]
@@ -40,7 +40,7 @@ def test_planted_script_bug_is_found(tmp_path, flags, code, location):
     assert location in found[0]["location"]
 
 
-@pytest.mark.parametrize("flags", [[], ["--schedule", "--lr", "0.01"]], ids=["plain", "lr-schedule"])
+@pytest.mark.parametrize("flags", [[], pytest.param(["--schedule", "--lr", "0.01"], marks=pytest.mark.slow)], ids=["plain", "lr-schedule"])
 def test_clean_scripts_report_nothing(tmp_path, flags):
     out, doc = run(tmp_path, *flags)
     assert out.returncode == 0, out.stdout + out.stderr
