@@ -147,6 +147,43 @@ def test_padded_targets_in_a_language_model_loss(ignore):
         assert [f.code for f in report.findings if f.severity.value in ("error", "warning")] == []
 
 
+
+class Tagger(nn.Module):
+    """One label per token (a tagger): the padded positions are known from the input, not from the labels."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(40, 16, padding_idx=PAD)
+        self.rnn = nn.GRU(16, 16, batch_first=True)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, tokens):
+        return self.head(self.rnn(self.embed(tokens))[0])
+
+
+@pytest.mark.parametrize("ignored", [False, True], ids=["planted", "fixed"])
+def test_labels_at_padded_positions_of_a_tagger(ignored):
+    torch.manual_seed(0)
+    tokens = _padded_tokens()
+    labels = tokens % 5  # padded positions get label 0: a real class, unless set to ignore_index
+    if ignored:
+        labels[tokens == PAD] = -100
+    model = Tagger()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with nndoctor.Monitor() as mon:
+        for _ in range(4):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(tokens).reshape(-1, 5), labels.reshape(-1)).backward()
+            opt.step()
+    report = mon.report()
+    if not ignored:
+        (finding,) = report.by_code("LOS005")
+        assert finding.evidence["kind"] == "position" and finding.evidence["cause"] == "loss"
+        assert "test_live_sequences.py:" in finding.location and 0.1 < finding.evidence["padded_target_share"] < 0.6
+    else:
+        assert [f.code for f in report.findings if f.severity.value in ("error", "warning")] == []
+
+
 # ----- a causal language model without its causal mask (SHP004) -----------------------------------------------
 class CausalLM(nn.Module):
     def __init__(self, causal: bool):

@@ -115,8 +115,9 @@ head = nn.Linear(128, 10); nn.init.normal_(head.weight, std=10.0)   # huge logit
         what="""
 A token-level cross-entropy over the vocabulary of the model's `nn.Embedding` (a language-model head:
 the loss's class count equals the embedding's `num_embeddings`) gets targets equal to the embedding's
-`padding_idx`, and its `ignore_index` (default -100) is not that id. In a live run the first 4 such
-training calls are read; the finding quotes the share of padded targets and of the loss they carry,
+`padding_idx`, and its `ignore_index` (default -100) is not that id; or a per-token cross-entropy (a
+tagger: one label per input token) scores labels at positions whose input is the `padding_idx`. In a live
+run the first 4 such training calls are read; the finding quotes the share of padded targets and of the loss they carry,
 located at the loss line. `evidence.cause` = `loss`.
 """,
         why="""

@@ -96,14 +96,18 @@ def judge_padding(watcher: Any) -> list[Finding]:
     if p:
         share = p.get("padded_loss_share")
         harm = f" and {share:.0%} of the loss" if share is not None else ""
+        what = (f"hold the padding token {p['pad_id']} (the padding_idx of {p['embedding']})"
+                if p.get("kind", "token") == "token" else
+                f"score the positions whose input is the padding token {p['pad_id']} (the padding_idx of {p['embedding']})")
         out.append(Finding(
-            "LOS005", f"The targets of cross_entropy ({p['site'] or 'the loss'}) hold the padding token {p['pad_id']} "
-            f"(the padding_idx of {p['embedding']}) at {p['padded_target_share']:.0%} of the positions{harm}, and "
-            f"ignore_index={p['ignore_index']} does not skip them: the model is trained to predict padding, which "
-            "dilutes the loss of the real tokens.", location=p["site"] or p["embedding"],
+            "LOS005", f"The targets of cross_entropy ({p['site'] or 'the loss'}) {what} at "
+            f"{p['padded_target_share']:.0%} of the positions{harm}, and ignore_index={p['ignore_index']} does not skip "
+            "them: the model is trained on padding, which dilutes the loss of the real tokens.",
+            location=p["site"] or p["embedding"],
             evidence={**p, "cause": "loss"},
             suggestions=[f"Pass `ignore_index={p['pad_id']}` to cross_entropy / CrossEntropyLoss, or set the padded "
-                         "targets to -100."]))
+                         "targets to -100." if p.get("kind", "token") == "token" else
+                         "Set the labels at padded positions to the loss's ignore_index (-100 by default)."]))
     return out
 
 

@@ -112,16 +112,23 @@ class PaddingWatcher(Watcher):
         if not isinstance(x, torch.Tensor) or not isinstance(target, torch.Tensor) or target.is_floating_point() \
                 or x.ndim < 2 or not x.requires_grad:
             return
-        root, _ = self._current_root()
+        root, inputs = self._current_root()
         found = _embedding(root)
-        if found is None or found[1].padding_idx is None or x.shape[1] != found[1].num_embeddings:
-            return  # not a head over the embedding's vocabulary: a class 0 is a class, not padding
-        self.losses_read += 1
+        if found is None or found[1].padding_idx is None:
+            return
         pad_id = found[1].padding_idx
         ignore = kwargs.get("ignore_index", args[4] if len(args) > 4 else -100)
-        if ignore == pad_id:
-            return
-        at_pad = target == pad_id
+        if x.shape[1] == found[1].num_embeddings:  # a head over the vocabulary: padding is a target token
+            if ignore == pad_id:
+                return
+            at_pad, kind = target == pad_id, "token"
+        else:  # per-token labels (tagging): the labels at the input's padded positions must be ignored
+            tokens = next((t for t in inputs if isinstance(t, torch.Tensor) and not t.is_floating_point()
+                           and t.ndim >= 2 and t.numel() == target.numel()), None)
+            if tokens is None:
+                return  # a class 0 is a class, not padding
+            at_pad, kind = (tokens.reshape(target.shape) == pad_id) & (target != ignore), "position"
+        self.losses_read += 1
         share = float(at_pad.float().mean())
         if share <= 0:
             return
@@ -130,7 +137,7 @@ class PaddingWatcher(Watcher):
             flat, pads = terms.reshape(-1), at_pad.reshape(-1)
             total = float(flat.sum()) if flat.numel() == pads.numel() else 0.0
             loss_share = float(flat[pads].sum()) / total if total > 0 else None
-        self.padded_loss = {"pad_id": int(pad_id), "padded_target_share": round(share, 4),
+        self.padded_loss = {"pad_id": int(pad_id), "padded_target_share": round(share, 4), "kind": kind,
                             "embedding": f"model.{found[0]}", "ignore_index": int(ignore),
                             "site": user_call_site(outside_nndoctor(sys._getframe()))[0]}
         if loss_share is not None:
