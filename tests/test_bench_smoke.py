@@ -18,6 +18,7 @@ def test_monitor_bench_prints_ratios():
     assert out.stdout.count("x   detect_anomaly") == 3
 
 
+@pytest.mark.slow  # asserts no code, only that the bench still runs
 def test_check_bench_prints_steps():
     out = subprocess.run([sys.executable, os.path.join(BENCH, "bench_check.py"), "--models", "mlp_digits",
                           "--no-import", "--mode", "quick"], capture_output=True, text=True, timeout=300)

@@ -21,11 +21,12 @@ PLANTED = [
     pytest.param(["--no-sampler", "--seed-by-rank"], "DDP003", "data loader", marks=pytest.mark.slow),  # shuffles of the whole dataset
     pytest.param(["--manual-batches", "--no-sampler"], "DDP003", "data loader", marks=pytest.mark.slow),  # the same slices
     pytest.param(["--iterable", "--no-sampler"], "DDP003", "data loader", marks=pytest.mark.slow),  # unsharded stream
-    (["--bn", "--batch", "8"], "DDP004", "model.1"),  # twin: --bn (32 per rank)
+    pytest.param(["--bn", "--batch", "8"], "DDP004", "model.1", marks=pytest.mark.slow),  # twin: --bn (32 per rank)
 ]
-# the plain script and the DDP004 twin run by default; the other twins with -m slow
+# the plain script runs by default; the other twins with -m slow (DDP004 is judged in one process by default:
+# tests/test_distributed_rules.py)
 CLEAN = [[], pytest.param(["--schedule"], marks=pytest.mark.slow), pytest.param(["--seed-by-rank"], marks=pytest.mark.slow),
-         pytest.param(["--manual-batches"], marks=pytest.mark.slow), pytest.param(["--iterable"], marks=pytest.mark.slow), ["--bn"],
+         pytest.param(["--manual-batches"], marks=pytest.mark.slow), pytest.param(["--iterable"], marks=pytest.mark.slow), pytest.param(["--bn"], marks=pytest.mark.slow),
          pytest.param(["--val-all-ranks", "--bn"], marks=pytest.mark.slow)]
 
 
@@ -64,6 +65,7 @@ def test_max_steps_stops_every_rank_and_exits_cleanly(tmp_path):
     assert serious(doc) == []
 
 
+@pytest.mark.slow
 def test_a_crash_on_every_rank_is_reported_once_with_the_exit_status(tmp_path):
     out, doc = run_ddp(tmp_path, "--crash")
     assert out.returncode != 0

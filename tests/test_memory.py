@@ -415,6 +415,7 @@ def _cli_check(tmp_path, *args):
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow  # the in-process --device cuda test covers the decision
 def test_cli_device_cuda_24gb_on_a_cpu_machine_answers_for_a_transformer(tmp_path):
     doc = _cli_check(tmp_path, "--device", "cuda", "--memory", "24GB")
     assert not [f for f in doc["findings"] if f["code"] == "RUN004"]  # ~0.5 GiB plus margin: fits

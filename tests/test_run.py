@@ -21,7 +21,7 @@ PLANTED = [
     (["--lr", "50", "--epochs", "2"], "OFB002", "loss curve"),
     (["--ascent"], "OFB001", "train_digits.py:"),  # minus the loss: the error rises while the loss falls
     pytest.param(["--lr", "1"], "OFB002", "loss curve", marks=pytest.mark.slow),  # blows up at once, then never gets below the untrained loss
-    (["--lr", "1e-6"], "OFB004", "loss curve"),  # far too low: a plateau
+    pytest.param(["--lr", "1e-6"], "OFB004", "loss curve", marks=pytest.mark.slow),  # far too low: a plateau
     pytest.param(["--shuffled-labels"], "OFB004", "loss curve", marks=pytest.mark.slow),  # labels unrelated to inputs: nothing to learn
 ]
 
@@ -48,6 +48,7 @@ def test_clean_scripts_report_nothing(tmp_path, flags):
     assert "val acc" in out.stdout  # the script's own output is untouched
 
 
+@pytest.mark.slow
 def test_max_steps_stops_cleanly(tmp_path):
     path = tmp_path / "s.json"
     res = nndoctor("run", "--max-steps", "5", "--json", str(path), SCRIPT, "--epochs", "50")
