@@ -17,7 +17,7 @@ PLANTED = [
     pytest.param(["--no-wrap", "--seed-by-rank"], "DDP001", "model.0", marks=pytest.mark.slow),  # twin: --seed-by-rank
     (["--rank0-reinit"], "DDP001", "model.0"),  # twin: the clean script
     (["--no-set-epoch"], "DDP002", "sampler"),
-    (["--no-sampler"], "DDP003", "data loader"),  # same seed: identical batches
+    pytest.param(["--no-sampler"], "DDP003", "data loader", marks=pytest.mark.slow),  # same seed: identical batches
     pytest.param(["--no-sampler", "--seed-by-rank"], "DDP003", "data loader", marks=pytest.mark.slow),  # shuffles of the whole dataset
     pytest.param(["--manual-batches", "--no-sampler"], "DDP003", "data loader", marks=pytest.mark.slow),  # the same slices
     pytest.param(["--iterable", "--no-sampler"], "DDP003", "data loader", marks=pytest.mark.slow),  # unsharded stream

@@ -31,7 +31,7 @@ def run_fsdp(tmp_path, *flags: str):
 # flags planting the bug -> (code, location substring)
 PLANTED = [
     pytest.param(["--no-set-epoch"], "DDP002", "sampler", marks=pytest.mark.slow),  # the DDP tests cover DDP002 by default
-    (["--lr0"], "GRD002", "optimizer"),  # the sharded weights never move: seen on each rank's shard
+    pytest.param(["--lr0"], "GRD002", "optimizer", marks=pytest.mark.slow),  # the sharded weights never move: seen on each rank's shard
 ]
 
 
@@ -48,6 +48,7 @@ def test_planted_fsdp_bug_is_found_on_every_rank(tmp_path, flags, code, location
     assert out.stdout.count(f"{code} ") == 1, "only rank 0 prints the report"
 
 
+@pytest.mark.slow  # torchrun pair (~15 s each); the shard reading is tested in one process by default
 def test_clean_fsdp_script_reports_nothing(tmp_path):
     out, doc = run_fsdp(tmp_path)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]

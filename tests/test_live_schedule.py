@@ -177,6 +177,7 @@ def _cli(tmp_path, *args: str) -> dict:
     return json.loads(path.read_text())
 
 
+@pytest.mark.slow  # three CLI runs; the same judgements are tested in one process above
 def test_cli_planted_schedule_bugs_and_the_fixed_script(tmp_path):
     doc = _cli(tmp_path, "--bug", "per-batch")
     (f,) = [f for f in doc["findings"] if f["code"] == "OFB005"]
