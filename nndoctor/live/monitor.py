@@ -17,15 +17,14 @@ from torch.nn.modules import module as module_hooks
 from torch.optim import optimizer as optimizer_hooks
 
 from nndoctor.findings import Finding
-from nndoctor.report.model import Report
 from nndoctor.live.events import EVENTS, MonitorEvents
 from nndoctor.live.patch import wrap
 from nndoctor.live.registry import LIVE_CHECKS
 from nndoctor.probes.errors import user_call_site
 from nndoctor.probes.watchers.base import LiveRun, Watcher, outside_nndoctor, read_step
+from nndoctor.report.model import Report
 
-# Inside a torch.compile'd graph Dynamo would trace the hooks' state changes (and refuse them): they return at once
-_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
+_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # compiled graphs: the hooks return at once
 
 
 class StopTraining(BaseException):
