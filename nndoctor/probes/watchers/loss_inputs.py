@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from nndoctor.probes.errors import user_call_site
 from nndoctor.probes.watchers.base import Watcher, outside_nndoctor
+from nndoctor.probes.watchers.guarded import Patches
 
 LOOK = 8  # calls read: enough to see it is every batch, cheap (one host read each, the first steps only)
 ROW_SUM_TOLERANCE = 1e-3  # as the check side (checks/loss.py): softmax rows sum to 1 within float rounding
@@ -37,31 +38,30 @@ class LossInputsWatcher(Watcher):
 
     def __init__(self, run) -> None:
         super().__init__(run)
-        self._undo: list[Any] = []
         self.looked: dict[str, int] = {}  # calls read, per loss
         self.probabilities: dict[str, int] = {}  # of those, calls whose input was probabilities
         self.origin: dict[str, str] = {}  # the autograd op that made the input (SoftmaxBackward0...), "" if unseen
         self.site: dict[str, str] = {}
         self.classes: dict[str, int] = {}
         self.disabled = False
+        self._patches = Patches(lambda: self.disabled, self._turn_off)
+
+    def _turn_off(self) -> None:
+        self.disabled = True
 
     def start(self) -> None:
         for name in ("cross_entropy", "binary_cross_entropy_with_logits"):
-            original = getattr(F, name)
+            self._patches.method(F, name, before=self._reader(name))
 
-            def wrapper(input, *args, __name=name, __original=original, **kwargs):
-                if not self.disabled and self.looked.get(__name, 0) < LOOK:
-                    self._look(__name, input)
-                    self._target(args, kwargs)
-                return __original(input, *args, **kwargs)
-
-            wrapper.__wrapped__ = original
-            setattr(F, name, wrapper)
-            self._undo.append(lambda name=name, original=original: setattr(F, name, original))
+    def _reader(self, name: str):
+        def read(*args: Any, **kwargs: Any) -> None:
+            if self.looked.get(name, 0) < LOOK:
+                self._look(name, args[0] if args else kwargs.get("input"))
+                self._target(args[1:], kwargs)
+        return read
 
     def stop(self) -> None:
-        while self._undo:
-            self._undo.pop()()
+        self._patches.undo()
 
     def _target(self, args: tuple, kwargs: dict) -> None:
         """The first training loss's target: its leading size is the number of samples (sequences.py reads it)."""

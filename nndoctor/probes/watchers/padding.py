@@ -21,6 +21,7 @@ from torch import nn
 
 from nndoctor.probes.errors import user_call_site
 from nndoctor.probes.watchers.base import Watcher, outside_nndoctor
+from nndoctor.probes.watchers.guarded import Patches
 
 LOOK = 4
 
@@ -37,35 +38,30 @@ class PaddingWatcher(Watcher):
 
     def __init__(self, run) -> None:
         super().__init__(run)
-        self._undo: list[Any] = []
         self.masks_read = 0
         self.inverted = 0  # calls whose mask was the exact complement of the padding
         self.inverted_evidence: dict[str, Any] = {}
         self.losses_read = 0
         self.padded_loss: dict[str, Any] = {}  # the first call whose targets counted padding
         self.disabled = False
+        self._patches = Patches(lambda: self.disabled or self.run.replaying, self._turn_off)
 
     def start(self) -> None:
+        self._cross_entropy = F.cross_entropy  # measures the padded terms without passing our own wrapper
         for name, look in (("multi_head_attention_forward", self._look_mask), ("cross_entropy", self._look_loss)):
-            original = getattr(F, name)
-            if name == "cross_entropy":
-                self._cross_entropy = original  # measures the padded terms without passing our own wrapper
+            self._patches.method(F, name, before=self._in_training(look))
 
-            def wrapper(*args, __original=original, __look=look, **kwargs):
-                if not self.disabled and torch.is_grad_enabled() and not self.run.replaying:
-                    try:
-                        __look(args, kwargs)
-                    except Exception:  # never into the user's loop
-                        self.disabled = True
-                return __original(*args, **kwargs)
+    def _in_training(self, look):
+        def read(*args: Any, **kwargs: Any) -> None:
+            if torch.is_grad_enabled():
+                look(args, kwargs)
+        return read
 
-            wrapper.__wrapped__ = original
-            setattr(F, name, wrapper)
-            self._undo.append(lambda name=name, original=original: setattr(F, name, original))
+    def _turn_off(self) -> None:
+        self.disabled = True
 
     def stop(self) -> None:
-        while self._undo:
-            self._undo.pop()()
+        self._patches.undo()
 
     def _current_root(self):
         call = self.run.last_train_call
