@@ -11,7 +11,6 @@ import torch
 
 from nndoctor.probes.errors import user_call_site
 from nndoctor.probes.watchers.base import Watcher, outside_nndoctor
-from nndoctor.probes.watchers.guarded import Patches
 
 LOW = (torch.float16, torch.bfloat16)
 _DEVICES = ("cpu", "cuda")
@@ -23,8 +22,7 @@ class AmpWatcher(Watcher):
 
     def __init__(self, run) -> None:
         super().__init__(run)
-        self._patches = Patches(lambda: self.broken or self.run.replaying, self._turn_off)
-        self.broken = False
+        self._patches = self.patches()
         self.low_losses = 0  # backward calls on a float16/bfloat16 loss
         self.low_dtype = ""
         self.low_site = ""
@@ -43,8 +41,6 @@ class AmpWatcher(Watcher):
         self._scaler: Any = None
         self.births: list = []  # where a replay of the last forward first made NaN/Inf (when most steps skipped)
 
-    def _turn_off(self) -> None:
-        self.broken = True
 
     def start(self) -> None:
         try:

@@ -20,15 +20,25 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from nndoctor.probes.watchers.guarded import Patches
 from nndoctor.probes.wrappers import named_modules, named_parameters
 
 
 class Watcher:
     name = "watcher"  # the name of the check in the report's list
     failed: str | None = None  # why the hub switched this watcher off (it raised), for the report
+    broken = False  # a callback of one of its own patches raised: it stopped watching (set by ``patches``)
 
     def __init__(self, run: "LiveRun") -> None:
         self.run = run
+
+    def patches(self) -> Patches:
+        """Patches of other functions for this watcher: their callbacks are skipped during nndoctor's own
+        replays and once one of them raised (``broken``), so they never raise into the user's loop."""
+        return Patches(lambda: self.broken or self.run.replaying, self._break)
+
+    def _break(self) -> None:
+        self.broken = True
 
     def start(self) -> None:
         """The Monitor was entered: install any patch of this watcher's own (removed in ``stop``)."""

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 
 from nndoctor.probes.errors import user_call_site
 from nndoctor.probes.watchers.base import Watcher, outside_nndoctor
-from nndoctor.probes.watchers.guarded import Patches
 
 # name -> position of ``training`` (the functions whose default is training=True)
 _DEFAULT_ON = {"dropout": 2, "dropout1d": 2, "dropout2d": 2, "dropout3d": 2}
@@ -27,11 +26,8 @@ class FunctionalModesWatcher(Watcher):
         self.calls: dict[str, dict[str, Any]] = {}  # user's line -> {"function", "p", "count", "text"}
         self.eval_forwards = 0  # forwards without gradients with the root model in eval mode
         self._eval_root = False  # the last root forward ran in eval mode without gradients
-        self.broken = False
-        self._patches = Patches(lambda: self.broken or self.run.replaying, self._turn_off)
+        self._patches = self.patches()
 
-    def _turn_off(self) -> None:
-        self.broken = True
 
     def start(self) -> None:
         try:

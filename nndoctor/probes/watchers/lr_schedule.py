@@ -15,7 +15,6 @@ import torch
 from nndoctor.probes.errors import user_call_site
 from nndoctor.probes.sharded import local
 from nndoctor.probes.watchers.base import Watcher, outside_nndoctor
-from nndoctor.probes.watchers.guarded import Patches
 
 
 def _site() -> str:
@@ -75,11 +74,8 @@ class LRScheduleWatcher(Watcher):
         self._before: tuple[int, list[torch.Tensor], list[torch.Tensor]] | None = None
         self._updates: list[tuple[int, torch.Tensor]] = []  # (step, [update norm, weight norm]) on device
         self.update_ratios: list[tuple[int, float]] = []  # (step, |update| / |weights|), after the run
-        self.broken = False
-        self._patches = Patches(lambda: self.broken or self.run.replaying, self._turn_off)
+        self._patches = self.patches()
 
-    def _turn_off(self) -> None:
-        self.broken = True
 
     def start(self) -> None:
         try:

@@ -24,7 +24,6 @@ from torch import nn
 
 from nndoctor.probes.errors import user_call_site
 from nndoctor.probes.watchers.base import Watcher, outside_nndoctor
-from nndoctor.probes.watchers.guarded import Patches
 
 _SCALING_OPS = {"DivBackward0", "DivBackward1", "MulBackward0", "MulBackward1"}
 _CLIPS = (("clip_grad_norm_", "norm"), ("clip_grad_value_", "value"))
@@ -99,14 +98,13 @@ class StepOrderWatcher(Watcher):
         super().__init__(run)
         self.orders: dict[int, _Order] = {}
         self._handles: list[Any] = []
-        self._patches = Patches(lambda: self.broken or self.run.replaying, self._turn_off)
+        self._patches = self.patches()
         self._bw = 0  # backward calls seen
         self._bw_info: tuple[bool, bool, str] = (False, False, "")  # (fresh forward, loss scaled, site)
         self._fresh = False
         self._attempts = 0  # optimizer steps tried through a GradScaler (a skipped step still used the grads)
         self._scaled: tuple[int, torch.Tensor] | None = None  # (id of scaler.scale's output, its input)
         self._scalers: dict[int, dict[str, Any]] = {}  # id(scaler) -> {"scaled", "unscaled": set of optimizer ids}
-        self.broken = False
         if run.optimizer is not None:
             self._track(run.optimizer)
 
@@ -130,8 +128,6 @@ class StepOrderWatcher(Watcher):
             self.stop()
             self.broken = True
 
-    def _turn_off(self) -> None:
-        self.broken = True
 
     def stop(self) -> None:
         self._patches.undo()
