@@ -48,11 +48,11 @@ def clean_report(name: str) -> nndoctor.Report:
     return run_checked(CLEAN[name]())
 
 
-def toy_problem(samples: int = 64, lr: float = 0.05):
+def toy_problem(samples: int = 64, lr: float = 0.05, device: str = "cpu"):
     """(x, y, model, optimizer): a seeded 3-class problem and a small MLP with SGD, for Monitor loops."""
     from torch import nn
 
     torch.manual_seed(0)
-    x, y = torch.randn(samples, 10), torch.randint(0, 3, (samples,))
-    model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 3))
+    x, y = torch.randn(samples, 10).to(device), torch.randint(0, 3, (samples,)).to(device)
+    model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 3)).to(device)
     return x, y, model, torch.optim.SGD(model.parameters(), lr=lr)

@@ -22,15 +22,15 @@ def _loud(report) -> set[str]:
 
 
 def _amp(loss_kind: str = "cross-entropy", unscale: bool = True, clip: float | None = 0.5,
-         dtype=torch.float16, steps: int = 10):
+         dtype=torch.float16, steps: int = 10, device: str = "cpu"):
     with nndoctor.Monitor() as mon:
-        x, y, model, opt = toy_problem(320)
-        scaler = torch.amp.GradScaler("cpu", enabled=dtype == torch.float16)
+        x, y, model, opt = toy_problem(320, device=device)
+        scaler = torch.amp.GradScaler(device, enabled=dtype == torch.float16)
         for i in range(steps):
             j = i * 32 % 320
             xb, yb = x[j:j + 32], y[j:j + 32]
             opt.zero_grad()
-            with torch.autocast("cpu", dtype=dtype):
+            with torch.autocast(device, dtype=dtype):
                 out = model(xb)
                 if loss_kind == "cross-entropy":  # autocast runs it in float32
                     loss = nn.functional.cross_entropy(out, yb)

@@ -21,7 +21,11 @@ parser.add_argument("--compile", action="store_true")
 parser.add_argument("--iters", type=int, default=60)
 parser.add_argument("--accum", type=int, default=2)
 parser.add_argument("--no-amp", action="store_true")
+parser.add_argument("--device", default="cpu", help="cuda: nanoGPT's own setting (bf16 autocast, float16 + GradScaler "
+                    "where bf16 is missing)")
 args = parser.parse_args()
+device_type = "cuda" if "cuda" in args.device else "cpu"
+amp_dtype = torch.float16 if device_type == "cuda" and not torch.cuda.is_bf16_supported() else torch.bfloat16
 
 # -- config (tiny) ---------------------------------------------------------------------------------------------
 block_size, batch_size, n_layer, n_head, n_embd, dropout = 32, 8, 2, 2, 32, 0.1
@@ -40,7 +44,8 @@ train_data, val_data = data[:n], data[n:]
 def get_batch(split):
     d = train_data if split == "train" else val_data
     ix = torch.randint(len(d) - block_size, (batch_size,))
-    return torch.stack([d[i:i + block_size] for i in ix]), torch.stack([d[i + 1:i + 1 + block_size] for i in ix])
+    x, y = torch.stack([d[i:i + block_size] for i in ix]), torch.stack([d[i + 1:i + 1 + block_size] for i in ix])
+    return x.to(args.device), y.to(args.device)
 
 
 # -- model --------------------------------------------------------------------------------------------------------
@@ -107,10 +112,10 @@ class GPT(nn.Module):
         return torch.optim.AdamW(groups, lr=learning_rate, betas=(beta1, beta2))
 
 
-model = GPT(len(chars))
+model = GPT(len(chars)).to(args.device)
 optimizer = model.configure_optimizers()
-scaler = torch.amp.GradScaler("cpu", enabled=False)  # bf16 needs no loss scaling
-ctx = nullcontext() if args.no_amp else torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+scaler = torch.amp.GradScaler(device_type, enabled=amp_dtype == torch.float16 and not args.no_amp)  # bf16 needs none
+ctx = nullcontext() if args.no_amp else torch.autocast(device_type=device_type, dtype=amp_dtype)
 raw_model = model
 if args.compile:
     model = torch.compile(model)

@@ -2,8 +2,10 @@
 when no flag is given). gloo backend, CPU.
 
     torchrun --nproc_per_node=2 train_fsdp.py [--no-set-epoch] [--no-sampler] [--lr0] [--frozen] [--epochs N]
-        [--with-monitor JSON]
-"""
+        [--with-monitor JSON] [--device cuda]
+
+With ``--device cuda`` each rank trains on its local GPU over NCCL (one rank per GPU)."""
+import os
 import argparse
 
 import torch
@@ -20,9 +22,12 @@ parser.add_argument("--lr0", action="store_true", help="GRD002: a learning rate 
 parser.add_argument("--frozen", action="store_true", help="GRD001: the first layer detached from the loss")
 parser.add_argument("--epochs", type=int, default=3)
 parser.add_argument("--with-monitor", metavar="JSON", help="train inside nndoctor.Monitor; rank 0 writes the report")
+parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 args = parser.parse_args()
 
-dist.init_process_group("gloo")
+if args.device == "cuda":
+    torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
 torch.manual_seed(0)
 
@@ -47,7 +52,7 @@ class Net(nn.Module):
         return self.head(torch.relu(self.hidden(h))) / self.temperature
 
 
-model = Net()
+model = Net().to(args.device)
 for layer in (model.embed, model.hidden, model.head):
     fully_shard(layer)
 fully_shard(model)
@@ -67,6 +72,7 @@ def train():
             sampler.set_epoch(epoch)
         model.train()
         for xb, yb in loader:
+            xb, yb = xb.to(args.device), yb.to(args.device)
             optimizer.zero_grad()
             loss = loss_fn(model(xb), yb)
             loss.backward()
