@@ -4,7 +4,8 @@ from __future__ import annotations
 import time
 import traceback
 import zlib
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 
@@ -26,6 +27,8 @@ MODES = ("quick", "default", "thorough")
 MODE_BUDGETS = {"quick": QUICK_BUDGET, "default": DEFAULT_BUDGET, "thorough": THOROUGH_BUDGET}
 QUICK_STEPS = ("run", "bugs", "overfit")  # no baselines, no comparisons: those need trained copies
 INTERRUPTED = "interrupted (Ctrl-C)"
+HEAVY_STEP = 0.1  # s: step 1 (one training step on one thread, data read included) longer than this gets
+# torch's threads back: such steps are long enough for intra-op parallelism to pay
 
 
 def check(
@@ -72,10 +75,11 @@ def check(
     records: list[CheckRecord] = []
     interrupted = False
     grad_mode = torch.is_grad_enabled()
-    with preserved_rng(), progress_display(progress) as progress:
+    with preserved_rng(), progress_display(progress) as progress, _one_thread() as threads:
         ctx = Context(setup, seed=seed, budget=Budget(budget), progress=progress, memory_budget=memory_budget)
+        ctx.mode = mode
         try:
-            _run_checks(ctx, records, selected, ignored, budget, seed, grad_mode, mode)
+            _run_checks(ctx, records, selected, ignored, budget, seed, grad_mode, mode, threads)
         except KeyboardInterrupt:  # Ctrl-C between two checks: stop there too, keep what was found
             interrupted = True
         interrupted = interrupted or any(r.detail == INTERRUPTED for r in records)
@@ -106,8 +110,9 @@ def check(
 
 
 def _run_checks(ctx: Context, records: list[CheckRecord], selected: set[str], ignored: set[str],
-                budget: float | None, seed: int, grad_mode: bool, mode: str = "default") -> None:
-    """Each check in playbook order, its status appended to ``records``; returns early on Ctrl-C."""
+                budget: float | None, seed: int, grad_mode: bool, mode: str = "default", threads: int = 1) -> None:
+    """Each check in playbook order, its status appended to ``records``; returns early on Ctrl-C.
+    ``threads``: torch's thread count to give back once step 1 shows a heavy training step."""
     for spec in all_checks():
         wanted = set(spec.codes)
         if selected:
@@ -148,16 +153,47 @@ def _run_checks(ctx: Context, records: list[CheckRecord], selected: set[str], ig
         finally:
             torch.set_grad_enabled(grad_mode)
         records.append(CheckRecord(spec.name, status, time.monotonic() - t0, detail, spec.step))
+        if spec.name == "one-training-step" and records[-1].seconds > HEAVY_STEP:
+            torch.set_num_threads(threads)
 
 
 def _import_torch_lazily_loaded_parts() -> float:
     """torch imports torch._dynamo on the first call of any optimizer method (2-7 s on 2 busy cores, once
     per process). The user's own training pays it too. It is an import, reported apart from the checks'
-    seconds and not charged to the budget, or a 5 s --quick budget could be spent before the first check."""
+    seconds and not charged to the budget, or a 5 s --quick budget could be spent before the first check.
+    The check modules and the scikit-learn parts the baselines fit with are imports of the same kind
+    (0.3-0.5 s, once per process)."""
     t0 = time.monotonic()
     import torch._dynamo  # noqa: F401
 
+    all_checks()
+    try:
+        import sklearn.dummy  # noqa: F401
+        import sklearn.linear_model  # noqa: F401
+        import sklearn.multioutput  # noqa: F401
+        import sklearn.neighbors  # noqa: F401
+        import sklearn.pipeline  # noqa: F401
+        import sklearn.preprocessing  # noqa: F401
+    except ImportError:  # the checks that need it say so themselves
+        pass
     return round(time.monotonic() - t0, 3)
+
+
+@contextmanager
+def _one_thread() -> Iterator[int]:
+    """torch's intra-op threads off for the playbook (the user's count restored after; yields it).
+
+    The copies nndoctor trains are small and their ops short: a second thread barely shortens them on an
+    idle machine (0.9-1.1x, by model), while on a busy one every op waits for a descheduled thread:
+    a default check measured 10.7 s with 2 threads and 0.31 s with one (MLP on digits), 20.1 s and 3.9 s
+    (small transformer), on 2 shared cores. A model whose training step is heavy gets the threads back
+    after step 1 (``HEAVY_STEP``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _left_out_of_quick(spec, ctx: Context) -> bool:

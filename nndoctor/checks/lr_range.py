@@ -78,7 +78,7 @@ def lr_range(exp: Experiment) -> LrRange | None:
     if isinstance(exp.sweep, LrRange) or exp.sweep is None:
         return exp.sweep
     base_lr = exp.baseline.lr
-    if base_lr is None or not base_lr > 0:
+    if base_lr is None or not base_lr > 0 or exp.ctx.mode == "quick":  # --quick: the verdicts, not the range
         exp.sweep = None
         return None
     deadline = exp.until(SWEEP_SHARE * max(exp.time_left(), 0.0))
