@@ -51,6 +51,7 @@ class Context:
         self.run_error: BaseException | None = None
         self._measurements: dict[str, Any] = {}
         self.extras: dict[str, Any] = {}  # data shared between checks (e.g. curves for the report)
+        self.mode = "default"  # the playbook's mode; "quick" leaves out experiments that only refine a verdict
 
     # ----- findings -------------------------------------------------------------------------
     def emit(

@@ -71,6 +71,8 @@ def _overfits(ctx: Context, exp: Experiment) -> None:
     if sweep is not None:
         message += " " + sweep.sentence()
         evidence["lr_range"] = sweep.evidence()
+    elif ctx.mode == "quick":
+        message += " The learning-rate range test runs without --quick."
     ctx.emit("OFB000", message, location="model", evidence=evidence)
 
 
