@@ -84,6 +84,7 @@ FAMILIES: dict[str, tuple[str, str, str]] = {
     "OFB": ("ofb", "overfit", "Overfit a single batch"),
     "CMP": ("cmp", "compare", "Compare to known results"),
     "DDP": ("ddp", "distributed", "Distributed training"),
+    "EFF": ("eff", "efficiency", "Wasted compute"),
 }
 
 STEPS: dict[str, str] = {
@@ -92,6 +93,7 @@ STEPS: dict[str, str] = {
     "overfit": "3. Overfit a single batch",
     "compare": "4. Compare to known results",
     "distributed": "Distributed training",
+    "efficiency": "Wasted compute",
 }
 
 

@@ -40,6 +40,10 @@ from nndoctor.probes.watchers.compiled import CompiledWatcher
 from nndoctor.probes.watchers.loss_inputs import LossInputsWatcher
 from nndoctor.probes.watchers.sequences import SequencesWatcher
 from nndoctor.probes.watchers.padding import PaddingWatcher
+from nndoctor.checks import live_efficiency
+from nndoctor.probes.watchers.data_wait import DataWaitWatcher
+from nndoctor.probes.watchers.gpu_usage import GpuUsageWatcher
+from nndoctor.probes.watchers.weight_decay import WeightDecayWatcher
 
 
 class LiveCheck(NamedTuple):
@@ -64,4 +68,7 @@ LIVE_CHECKS: list[LiveCheck] = [
     LiveCheck(LossInputsWatcher, live_loss.judge_loss_inputs),  # sets run.loss_target_shape, read by SequencesWatcher
     LiveCheck(SequencesWatcher, live_loss.judge_sequences),
     LiveCheck(PaddingWatcher, live_loss.judge_padding),
+    LiveCheck(DataWaitWatcher, live_efficiency.judge_data_wait),  # EFF001
+    LiveCheck(WeightDecayWatcher, live_efficiency.judge_weight_decay),  # EFF002
+    LiveCheck(GpuUsageWatcher, live_efficiency.judge_gpu),  # EFF003-EFF005
 ]
