@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from nndoctor.probes.errors import is_library_file, user_call_site
 from nndoctor.probes.watchers.guarded import Patches
 from nndoctor.probes.wrappers import named_modules, named_parameters
 
@@ -134,12 +135,45 @@ class LiveRun:
 
 def outside_nndoctor(frame: Any) -> Any:
     """The first frame, walking out from ``frame``, that is not nndoctor's own (the hub's, a watcher's)."""
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_NNDOCTOR_DIR):
+    while frame is not None and _kind(frame.f_code.co_filename) == _OURS:
         frame = frame.f_back
     return frame
 
 
+def user_site(frame: Any) -> str:
+    """``user_call_site(outside_nndoctor(frame))[0]``: the user's "file.py:12" that led here, or "". Asked on
+    every backward and zero_grad, so each file's kind and each line's text are worked out once."""
+    frame = outside_nndoctor(frame)
+    while frame is not None:
+        kind = _kind(frame.f_code.co_filename)
+        if kind == _USER:
+            key = (frame.f_code.co_filename, frame.f_lineno)
+            site = _sites.get(key)
+            if site is None:
+                site = user_call_site(frame)[0]
+                if len(_sites) < 4096:
+                    _sites[key] = site
+            return site
+        if kind == _OURS:  # library code called straight from nndoctor
+            return ""
+        frame = frame.f_back
+    return ""
+
+
 _NNDOCTOR_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_OURS, _LIBRARY, _USER = 0, 1, 2
+_kinds: dict[str, int] = {}  # a code object's file name -> its kind (os.path.abspath costs microseconds)
+_sites: dict[tuple[str, int], str] = {}
+
+
+def _kind(filename: str) -> int:
+    kind = _kinds.get(filename)
+    if kind is None:
+        kind = _OURS if os.path.abspath(filename).startswith(_NNDOCTOR_DIR) else \
+            _LIBRARY if is_library_file(filename) else _USER
+        if len(_kinds) < 4096:
+            _kinds[filename] = kind
+    return kind
 
 
 def read_once(tensors: list[torch.Tensor]) -> list[float]:

@@ -22,8 +22,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from nndoctor.probes.errors import user_call_site
-from nndoctor.probes.watchers.base import Watcher, outside_nndoctor
+from nndoctor.probes.watchers.base import Watcher, user_site
 
 _SCALING_OPS = {"DivBackward0", "DivBackward1", "MulBackward0", "MulBackward1"}
 _CLIPS = (("clip_grad_norm_", "norm"), ("clip_grad_value_", "value"))
@@ -31,7 +30,7 @@ _CLIPS = (("clip_grad_norm_", "norm"), ("clip_grad_value_", "value"))
 
 def _site() -> str:
     """The user's line that led here (nndoctor's and the libraries' frames skipped)."""
-    return user_call_site(outside_nndoctor(sys._getframe(1)))[0]
+    return user_site(sys._getframe(1))
 
 
 def _graph_task() -> int:
