@@ -138,7 +138,7 @@ def test_embeddings_are_named_and_a_split_that_decays_them_is_silent():
 
 # ----- EFF003-EFF005 the GPU's matmuls: decisions --------------------------------------------------------------
 def _layer(path, kind="linear", i=768, o=768, macs=1.0, dtype="bfloat16", cl=None):
-    return Layer(path, kind, i, o, macs, dtype, cl)
+    return Layer(path, kind, i, o, macs * 1e8, dtype, cl)  # macs in units of 1e8: GPU-sized work
 
 
 def test_a_large_matmul_with_a_dimension_off_by_8_under_bf16_is_eff003():
@@ -150,6 +150,8 @@ def test_a_large_matmul_with_a_dimension_off_by_8_under_bf16_is_eff003():
     fp32 = [_layer(x.path, x.kind, x.in_dim, x.out_dim, x.macs, "float32") for x in blocks + [vocab]]
     assert eff.misaligned(fp32) == []  # no tensor cores to defeat
     assert eff.misaligned(blocks + [_layer("model.classifier", o=10, macs=0.5)]) == []  # 0.3% of the work
+    tiny = [_layer("model.0", i=10, o=32, macs=3e-6), _layer("model.2", i=32, o=3, macs=1e-6)]
+    assert eff.misaligned(tiny) == []  # a toy MLP: launch-bound, its shapes cannot matter
     stem = _layer("model.conv1", "conv2d", 3, 64, macs=30.0)  # RGB in: cuDNN pads it
     assert eff.misaligned([stem, _layer("model.conv2", "conv2d", 64, 64, macs=70.0)]) == []
 
@@ -159,6 +161,7 @@ def test_a_conv_net_in_nchw_under_bf16_is_eff004():
     slow, part = eff.channels_first(convs + [_layer("model.fc", macs=1.0)])
     assert [x.path for x in slow] == [f"model.conv{k}" for k in range(4)] and part == pytest.approx(40 / 41)
     nhwc = [_layer(x.path, "conv2d", 64, 64, macs=10.0, cl=True) for x in convs]
+    assert eff.channels_first([_layer(x.path, "conv2d", 64, 64, 1e-3, cl=False) for x in convs])[0] == []  # tiny
     assert eff.channels_first(nhwc)[0] == []
     assert eff.channels_first([_layer(x.path, "conv2d", 64, 64, 10.0, "float32", False) for x in convs])[0] == []
     assert eff.channels_first(convs[:1] + [_layer("model.attn", macs=30.0)])[0] == []  # mostly not a conv net
@@ -193,6 +196,7 @@ class Head(nn.Module):
 
 def _gpu_facts(monkeypatch, vocab: int, channels_last: bool = False, autocast: bool = True):
     monkeypatch.setattr(gpu_usage, "DEVICES", ("cuda", "cpu"))  # read on CPU as it would be on a GPU
+    monkeypatch.setattr(eff, "MIN_MACS", 0)  # and judged as if CPU-sized work were GPU-sized
     torch.manual_seed(0)
     model = Head(vocab, channels_last)
     if channels_last:

@@ -77,8 +77,9 @@ optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
         what="""
 During a training forward under float16/bfloat16 autocast on CUDA, a Linear or convolution layer that
 does a sizeable share of the model's multiply-adds (at least 5%, measured from the shapes of its first
-call) has an input or output size (features, channels) that is not a multiple of 8. nndoctor names the
-module path, its dimensions and its share of the multiply-adds.
+call, and at least 10^8 per call: a smaller matmul takes less time on tensor cores than launching its
+kernel, so its shape cannot matter) has an input or output size (features, channels) that is not a
+multiple of 8. nndoctor names the module path, its dimensions and its share of the multiply-adds.
 """,
         why="""
 Tensor cores multiply tiles whose sides are multiples of 8 (16-bit types); a dimension like 50257 or
@@ -98,8 +99,9 @@ lm_head = nn.Linear(768, 50257)        # vocabulary size, under torch.autocast("
         summary="A convolutional net trains under mixed precision on a GPU with its inputs in channels-first layout.",
         what="""
 During training forwards on CUDA under float16/bfloat16 autocast, the 2-D convolutions' inputs and
-weights were in the default (N, C, H, W) contiguous layout rather than `torch.channels_last`. nndoctor
-names the convolutions (module paths) and the share of the model's multiply-adds they do.
+weights were in the default (N, C, H, W) contiguous layout rather than `torch.channels_last`, and those
+convolutions do at least half of the model's multiply-adds (at least 10^8 per forward). nndoctor names
+the convolutions (module paths) and the share of the model's multiply-adds they do.
 """,
         why="""
 cuDNN's fastest mixed-precision convolution kernels on tensor cores work in NHWC; with NCHW tensors it

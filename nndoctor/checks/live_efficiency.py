@@ -18,6 +18,8 @@ LOW = ("float16", "bfloat16")
 SHARE = 0.05  # a layer that does less of the multiply-adds than this is not worth reshaping
 CONV_NET = 0.5  # 2-D convolutions doing at least this share of the multiply-adds: a conv net
 IMAGE_CHANNELS = 4  # an image net's first conv (RGB(A), grey): cuDNN pads these few channels itself
+MIN_MACS = 1e8  # under this a matmul is well under a microsecond of tensor-core time, less than its kernel
+# launch: its shape or layout cannot matter (a tiny model on a GPU)
 
 
 # ----- EFF001 the data loader -----------------------------------------------------------------------------
@@ -104,13 +106,13 @@ def _shares(layers: list[Any]) -> dict[str, float]:
 
 
 def misaligned(layers: list[Any]) -> list[tuple[Any, float]]:
-    """Layers computed in 16 bits that do at least SHARE of the multiply-adds with an input or output size
-    that is not a multiple of 8 (a conv's few image channels aside)."""
+    """Layers computed in 16 bits that do at least SHARE of the multiply-adds, and at least MIN_MACS, with an
+    input or output size that is not a multiple of 8 (a conv's few image channels aside)."""
     share = _shares(layers)
     out = []
     for layer in layers:
         dims = [layer.out_dim] + ([] if layer.kind != "linear" and layer.in_dim <= IMAGE_CHANNELS else [layer.in_dim])
-        if layer.dtype in LOW and share[layer.path] >= SHARE and any(d % 8 for d in dims):
+        if layer.dtype in LOW and share[layer.path] >= SHARE and layer.macs >= MIN_MACS and any(d % 8 for d in dims):
             out.append((layer, share[layer.path]))
     return out
 
@@ -121,7 +123,7 @@ def channels_first(layers: list[Any]) -> tuple[list[Any], float]:
     share = _shares(layers)
     slow = [layer for layer in layers if layer.kind == "conv2d" and layer.dtype in LOW and layer.channels_last is False]
     part = sum(share[layer.path] for layer in slow)
-    return (slow, part) if part >= CONV_NET else ([], part)
+    return (slow, part) if part >= CONV_NET and sum(x.macs for x in slow) >= MIN_MACS else ([], part)
 
 
 def float32_training(forward: Any, layers: list[Any]) -> bool:
