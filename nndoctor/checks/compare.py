@@ -18,6 +18,7 @@ from torch import nn
 
 from nndoctor import data as D
 from nndoctor.checks import SkipCheck, check
+from nndoctor.checks.compare_causes import CLEAR, LINEAR_SHARE, NOISE, confirmed_cause  # thresholds live there
 from nndoctor.context import Context
 from nndoctor.probes import scoring
 from nndoctor.probes.activations import RecordActivations
@@ -27,9 +28,6 @@ from nndoctor.probes.evaluate import Split, predict
 from nndoctor.reference import diff_models, divergence_findings
 from nndoctor.spec import SOURCES, KnownResult
 
-NOISE = 2.0  # standard errors a difference must exceed to count at all
-CLEAR = 3.0  # standard errors for "clearly"
-LINEAR_SHARE = 0.2  # a linear baseline "clearly beats" the model by at least this share of its own gain over majority
 FAR = 0.25  # a shortfall of this share of (known result - majority) is "far below"
 NEAR = 0.05
 
@@ -251,7 +249,7 @@ def beats_baselines(ctx: Context) -> None:
             message += " The copy trained too briefly for a verdict."
         evidence.update(majority=cmp.score(majority.predictions), noise=NOISE * gap_se, data_has_signal=signal)
         # a copy still improving has not shown harm yet: info, unless the one-batch diagnosis confirmed a cause
-        confirmed = _confirmed_cause(ctx, evidence)
+        confirmed = confirmed_cause(ctx, evidence, cmp, suggestions)
         message += confirmed
         severity = "info" if cmp.barely_trained or (short and not confirmed) else "error"
         ctx.emit("CMP001", message, severity=severity,
@@ -276,7 +274,7 @@ def beats_baselines(ctx: Context) -> None:
                 suggestions.append("Train longer, or pass your trained model with Setup(trained=True).")
             evidence.update(linear=cmp.score(linear.predictions), lead=lead, margin=margin,
                             still_improving=cmp.still_improving)
-            confirmed = _confirmed_cause(ctx, evidence)
+            confirmed = confirmed_cause(ctx, evidence, cmp, suggestions)
             message += confirmed
             ctx.emit("CMP001", message, severity="error" if confirmed else "info" if short else "warning",
                      location=bottleneck[0] if bottleneck else "model", evidence=evidence, suggestions=suggestions)
@@ -284,17 +282,6 @@ def beats_baselines(ctx: Context) -> None:
     ctx.emit("CMP001", f"The model ({cmp.value:.3f} {_brief(cmp)}) beats {majority.name} and is not clearly below "
                        f"the other baselines ({', '.join(_rows(cmp))}). Model: {cmp.how_trained}.",
              severity="info", location="model", evidence=evidence)
-
-
-def _confirmed_cause(ctx: Context, evidence: dict[str, Any]) -> str:
-    """The cause the differential diagnosis confirmed on one batch (OFB findings), carried into ``evidence``;
-    the sentence that says so, or ''."""
-    for f in ctx.findings:
-        if f.code.startswith("OFB") and f.evidence.get("cause") and f.evidence.get("verified_fix"):
-            evidence["cause"], evidence["verified_fix"] = f.evidence["cause"], f.evidence["verified_fix"]
-            fix = f.evidence["verified_fix"].get("summary") or f.evidence["verified_fix"].get("fix", "")
-            return f" Cause confirmed on one batch ({f.code}): {f.evidence['cause']} ({fix})."
-    return ""
 
 
 def _narrow_point(ctx: Context, model: nn.Module) -> tuple[str, str] | None:
@@ -357,7 +344,7 @@ def depends_on_inputs(ctx: Context) -> None:
         message = (f"The model scores {cmp.value:.3f} {_brief(cmp)} and does as well with its "
                    f"{' or '.join(as_good)} ({', '.join(f'{scores[k][0]:.3f}' for k in as_good)}), although the "
                    "baselines show the inputs carry signal")
-    confirmed = _confirmed_cause(ctx, evidence)
+    confirmed = confirmed_cause(ctx, evidence, cmp)
     ctx.emit("CMP002", f"{message}. {where}{confirmed}", severity="error" if constant or confirmed else "warning",
              location=location,
              evidence=evidence,

@@ -1,5 +1,6 @@
 """Step 2, the targets: an encoding that does not fit the loss and the output (DAT003), and labels that
-do not relate to the inputs at all (DAT004, probes cross-fitted on the sample)."""
+do not relate to the inputs at all (DAT004, probes cross-fitted on the sample; the same probes on the
+validation pairs tell misaligned training pairs, cause ``labels``, from inputs without signal)."""
 from __future__ import annotations
 
 import numpy as np
@@ -164,38 +165,73 @@ def label_signal(ctx: Context) -> None:
            for _, t in leaves):
         raise SkipCheck("the inputs hold token ids or other indices: a probe on raw values cannot judge them")
     kind = ctx.task.kind
-    labels = target_labels(kind, targets) if kind in ("classification", "binary", "regression") else None
-    if labels is None:
+    if kind not in ("classification", "binary", "regression"):
         raise SkipCheck(f"no per-sample targets to probe for a {kind} task")
-    n = min(len(labels), SIGNAL_SAMPLES)
-    if n < 100 or (kind != "regression" and len(np.unique(labels)) < 2):
-        raise SkipCheck("too few samples or a single class")
-    order = np.random.default_rng(ctx.seed).permutation(len(labels))[:n]
-    features, projected = _probe_features([t for _, t in leaves if is_feature_tensor(t)], ctx.seed)
-    predicted, description = _cross_fitted(kind, features, labels, order, ctx.seed)
-    description += projected
-    truth = labels[order]
-    results = sorted((_edge(kind, pred, truth) + (name,) for name, pred in predicted.items()), key=lambda r: -r[1])
-    if not results:
-        raise SkipCheck("no probe could be fitted")
-    edge, upper, p_value, score, name = results[0]  # the most favourable probe
+    probed = _probe_split(ctx, kind, inputs, targets)
+    if isinstance(probed, str):
+        raise SkipCheck(probed)
+    (edge, upper, p_value, score, name), n, description = probed
     if p_value <= ALPHA or upper >= EDGE:
         return
     what = (f"the best probe ({name}) predicts held-out targets with correlation {score[0]:.2f}" if kind == "regression"
             else f"the best probe ({name}) scores {score[0]:.1%} on held-out samples where chance is {score[1]:.1%}")
+    evidence = {"probe": name, "p_value": p_value, "edge": edge, "edge_upper_bound": upper, "samples": n,
+                "score": score[0], "chance": score[1]}
     ctx.emit("DAT004",
              f"The training targets look unrelated to the inputs: {what}, p = {p_value:.2g}; with {1 - ALPHA:.0%} "
              f"confidence its {'correlation' if kind == 'regression' else 'edge over chance'} is below {upper:.2f}"
              f"{'' if kind == 'regression' else ' of the way to perfect'} ({n} samples, each predicted "
              f"by probes fitted on the other half; {description}). Labels shuffled separately from the inputs, or "
-             "misaligned with them, give exactly this; a model then only memorises.",
-             location="train_data targets",
-             evidence={"probe": name, "p_value": p_value, "edge": edge, "edge_upper_bound": upper, "samples": n,
-                       "score": score[0], "chance": score[1]},
+             "misaligned with them, give exactly this; a model then only memorises." + _validation_pairs(ctx, kind,
+                                                                                                        evidence),
+             location="train_data targets", severity="error" if "cause" in evidence else None, evidence=evidence,
              suggestions=["Check that inputs and targets are indexed together (one permutation for both, the same "
                           "row order after merges/joins, labels read in the same order as the files).",
                           "If the signal is real but invisible to nearest-neighbour and linear probes on raw values "
                           "(phase-shifted signals, parity-like rules), ignore this with `--ignore DAT004`."])
+
+
+def _probe_split(ctx: Context, kind: str, inputs, targets) -> tuple[tuple, int, str] | str:
+    """The most favourable probe's (edge, upper bound, p-value, (score, chance), name), the samples probed and
+    what the probes saw, for one split's sample; a string says why it cannot be probed."""
+    labels = target_labels(kind, targets)
+    if labels is None:
+        return f"no per-sample targets to probe for a {kind} task"
+    n = min(len(labels), SIGNAL_SAMPLES)
+    if n < 100 or (kind != "regression" and len(np.unique(labels)) < 2):
+        return "too few samples or a single class"
+    order = np.random.default_rng(ctx.seed).permutation(len(labels))[:n]
+    features, projected = _probe_features([t for _, t in named_leaves(inputs) if is_feature_tensor(t)], ctx.seed)
+    predicted, description = _cross_fitted(kind, features, labels, order, ctx.seed)
+    truth = labels[order]
+    results = sorted((_edge(kind, pred, truth) + (name,) for name, pred in predicted.items()), key=lambda r: -r[1])
+    if not results:
+        return "no probe could be fitted"
+    return results[0], n, description + projected
+
+
+def _validation_pairs(ctx: Context, kind: str, evidence: dict) -> str:
+    """The same probes on the validation pairs. Where they find a clear signal that the training pairs lack,
+    the inputs do carry the target and the training pairs are what is broken (misaligned, shuffled or wrong
+    labels): cause ``labels``, with both scores as the verified contrast. Limits: when both splits go through
+    the same broken pairing, or no val_data is given, nothing is confirmed (the finding says so)."""
+    sample = split_sample(ctx, "val")
+    probed = _probe_split(ctx, kind, *sample) if sample is not None else "no val_data given"
+    if isinstance(probed, str):
+        return f" (Not confirmed: {probed}, so nndoctor cannot tell misaligned pairs from inputs without signal.)"
+    (edge, upper, p_value, score, name), n, _ = probed
+    measure = "correlation" if kind == "regression" else "accuracy"
+    if p_value > ALPHA or edge < EDGE:
+        return (f" The validation pairs show no clear signal either ({name}: {measure} {score[0]:.3g}, p = "
+                f"{p_value:.2g}): both splits are paired the same broken way, or the inputs do not carry the target.")
+    before, after = {"score": evidence["score"], "edge": evidence["edge"], "samples": evidence["samples"]}, \
+        {"score": score[0], "edge": edge, "samples": n, "probe": name}
+    summary = (f"the same probes on val_data's pairs instead of train_data's: {measure} {evidence['score']:.3g} -> "
+               f"{score[0]:.3g} (chance {evidence['chance']:.3g})")
+    evidence.update(cause="labels", verified_fix={"change": "probes fitted on the validation pairs", "before": before,
+                                                  "after": after, "summary": summary, "verified": True})
+    return (f" Confirmed: on the validation pairs the same probes find the signal ({name}: {measure} {score[0]:.3g}, "
+            f"p = {p_value:.2g}), so the inputs carry the target and the training pairs are broken. Cause: labels.")
 
 
 PROBE_WIDTH = 256  # wider inputs are randomly projected to this many features: distances and linear
