@@ -27,7 +27,7 @@ MODES = ("quick", "default", "thorough")
 MODE_BUDGETS = {"quick": QUICK_BUDGET, "default": DEFAULT_BUDGET, "thorough": THOROUGH_BUDGET}
 QUICK_STEPS = ("run", "bugs", "overfit")  # no baselines, no comparisons: those need trained copies
 INTERRUPTED = "interrupted (Ctrl-C)"
-HEAVY_STEP = 0.1  # s: step 1 (one training step on one thread, data read included) longer than this gets
+HEAVY_STEP = 0.5  # s: step 1 (one training step on one thread, data read included) longer than this gets
 # torch's threads back: such steps are long enough for intra-op parallelism to pay
 
 
@@ -70,7 +70,8 @@ def check(
     user_optimizer = setup.optimizer if isinstance(setup.optimizer, torch.optim.Optimizer) else None
     before = fingerprint(setup.model, user_optimizer)
     snapshot = Snapshot(setup.model, user_optimizer)
-    import_seconds = _import_torch_lazily_loaded_parts()
+    with preserved_rng():  # some of those modules draw from Python's RNG when imported
+        import_seconds = _import_torch_lazily_loaded_parts()
     started = time.monotonic()
     records: list[CheckRecord] = []
     interrupted = False

@@ -32,9 +32,11 @@ def _loud(codes_and_severities) -> list:
 
 
 # ----- mixed precision: float16 autocast + GradScaler, as on a GPU ------------------------------------------------
+# CUDA's autocast runs sum, pow, exp and softmax in float32 (the CPU's does not), so the planted losses here
+# overflow in ops it leaves in float16: a product and a temperature.
 @pytest.mark.parametrize("kind,kwargs,code", [
-    ("sum-overflows", {"steps": 12}, "NUM006"),
-    ("softmax-by-hand", {"steps": 24}, "NUM007"),
+    ("abs-overflows", {"steps": 12}, "NUM006"),
+    ("logits-overflow", {"steps": 24}, "NUM007"),
     ("cross-entropy", {"unscale": False, "clip": 1.0}, "GRD009"),
 ])
 def test_planted_mixed_precision_bug_on_cuda(kind, kwargs, code):
@@ -43,7 +45,7 @@ def test_planted_mixed_precision_bug_on_cuda(kind, kwargs, code):
     assert f.severity.value != "info" and "test_live_amp.py:" in f.location, f.message
 
 
-@pytest.mark.parametrize("kind,kwargs", [("sum-fp32", {"steps": 12}), ("softmax-by-hand-fp32", {"steps": 24}),
+@pytest.mark.parametrize("kind,kwargs", [("abs-fp32", {"steps": 12}), ("logits-fp32", {"steps": 24}),
                                          ("cross-entropy", {"unscale": True, "clip": 1.0}),
                                          ("cross-entropy", {"dtype": torch.bfloat16})])
 def test_the_fixed_mixed_precision_twin_on_cuda_is_silent(kind, kwargs):
@@ -75,11 +77,12 @@ def _synchronisations(steps: int, monitored: bool) -> int:
     return sum("synchroniz" in str(w.message) for w in caught)
 
 
-def test_the_monitor_synchronises_with_the_gpu_at_most_once_per_step():
-    plain = _synchronisations(40, monitored=False)
-    short, long = _synchronisations(10, monitored=True), _synchronisations(40, monitored=True)
-    per_step = (long - short) / 30  # start and end (one-off readings) cancel out
-    assert per_step <= 1.0 + 1e-9, (plain, short, long)
+def test_the_monitor_synchronises_with_the_gpu_about_once_per_step():
+    plain = _synchronisations(70, monitored=False)
+    short, long = _synchronisations(10, monitored=True), _synchronisations(70, monitored=True)
+    per_step = (long - short - plain) / 60  # start and end (one-off readings) cancel out
+    print(f"GPU synchronisations: plain {plain} in 70 steps; Monitor {short} in 10, {long} in 70: {per_step:.3f}/step")
+    assert per_step <= 1.05, (plain, short, long)  # one per step, and a rare periodic reading
 
 
 # ----- a modern loop, silent ----------------------------------------------------------------------------------------
@@ -138,19 +141,19 @@ def _image_setup(batch: int = 64) -> nndoctor.Setup:
                           device="cuda")
 
 
-def test_a_cnn_that_does_not_fit_512mib_is_run004_with_the_largest_batch_confirmed_on_the_gpu():
-    setup = _image_setup()
-    setup.memory_budget = 512 * 2**20
+def test_a_cnn_that_does_not_fit_a_2gib_gpu_is_run004_with_the_largest_batch_confirmed_on_the_gpu():
+    setup = _image_setup(batch=256)  # ~20 MiB of activations per 128x128 image; ~0.6 GiB of the 2 GiB is CUDA's own
+    setup.memory_budget = 2 * 2**30
     report = nndoctor.check(setup, select=["RUN004"])
     (f,) = report.by_code("RUN004")
     ev = f.evidence
-    assert ev["device"] == "cuda" and 1 <= ev["largest_batch"] < 64 and ev["largest_batch_verified"], ev
-    print("RUN004 on cuda:", {k: ev[k] for k in ("peak_bytes", "largest_batch", "method") if k in ev})
+    print("RUN004 on cuda:", ev)
+    assert ev["device"] == "cuda" and 1 <= ev["largest_batch"] < 256 and ev["largest_batch_verified"], ev
 
 
 def test_the_same_cnn_at_a_batch_that_fits_is_silent():
-    setup = _image_setup(batch=4)
-    setup.memory_budget = 512 * 2**20
+    setup = _image_setup(batch=16)
+    setup.memory_budget = 2 * 2**30
     report = nndoctor.check(setup, select=["RUN004"])
     assert report.by_code("RUN004") == []
 
@@ -165,7 +168,8 @@ def test_a_real_out_of_memory_on_the_gpu_is_triaged():
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
         torch.cuda.empty_cache()
-    print("real OOM:", [(f.code, f.severity.value, f.message[:200]) for f in report.findings])
+    print("real OOM:", [(f.code, f.severity.value, f.message[:300]) for f in report.findings],
+          [(c.name, c.status, c.detail[:300]) for c in report.checks if c.status != "skipped"])
     (f,) = report.by_code("RUN004")
     assert f.severity.value == "error"
 

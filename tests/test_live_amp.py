@@ -42,6 +42,13 @@ def _amp(loss_kind: str = "cross-entropy", unscale: bool = True, clip: float | N
                     logits = out * 20 if loss_kind == "softmax-by-hand" else out.float() * 20
                     p = logits.exp() / logits.exp().sum(1, keepdim=True)
                     loss = -p.gather(1, yb[:, None]).log().mean()
+                elif loss_kind == "abs-overflows":  # no op here that autocast runs in float32, on CPU or CUDA
+                    loss = ((out - 100) * 1000).abs().mean()
+                elif loss_kind == "abs-fp32":
+                    loss = ((out.float() - 100) * 1000).abs().mean()
+                elif loss_kind in ("logits-overflow", "logits-fp32"):  # a temperature that passes 65504 in float16
+                    logits = out * 1e5 if loss_kind == "logits-overflow" else out.float() * 1e5
+                    loss = nn.functional.cross_entropy(logits, yb)
                 elif loss_kind == "sum-overflows":  # the sum passes float16's 65504 before the division
                     loss = ((out - 100) ** 2).sum() / 1000
                 else:

@@ -79,8 +79,11 @@ def _budget(ctx: Context, device: torch.device, crashed: bool) -> tuple[int | No
     if device.type == "cuda" and torch.cuda.is_available():
         if not crashed:
             raise SkipCheck(f"one step ran on {device} without running out of memory")
-        free, _total = torch.cuda.mem_get_info(device)
+        free, total = torch.cuda.mem_get_info(device)
         usable = free + torch.cuda.memory_reserved(device)  # what this process holds is usable by training
+        fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _d: 1.0)(device)
+        if fraction < 1.0:  # a cap set by the user or a scheduler: the allocator fails there, not at the card's size
+            usable = min(usable, int(fraction * total))
         return usable, f"the {_mib(usable)} {device} can give this process"
     if crashed and device.type == "cpu":  # out of host memory
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
