@@ -20,6 +20,7 @@ import torch
 from nndoctor.checks import SkipCheck, check
 from nndoctor.context import Context
 from nndoctor.probes.op_trace import LossCall, OpTrace, Origin
+from nndoctor.trainer import FixedBatch, Trainer
 
 LOGIT_LOSSES = {"cross_entropy", "binary_cross_entropy_with_logits"}
 LOG_PROB_LOSSES = {"nll_loss", "kl_div"}
@@ -329,6 +330,9 @@ CLASS_SLACK = 1.0
 # with the offset, not its square.
 FAR = {"mse_loss": (10.0, 4.0), "l1_loss": (3.5, 2.0), "smooth_l1_loss": (3.5, 2.0), "huber_loss": (3.5, 2.0)}
 LARGE_TARGETS = 10.0  # root-mean-square target from which a moderate offset already counts
+# Harm: a copy trained RECOVERY_STEPS steps on the first batch with the user's optimizer still carries more
+# than PERSISTS of the excess over the uninformed loss (a clean start is below the uninformed loss by then).
+RECOVERY_STEPS, PERSISTS = 30, 0.1
 
 
 @check("initial-loss", step="bugs", codes=("LOS004",))
@@ -354,7 +358,19 @@ def initial_loss(ctx: Context) -> None:
         else:
             far = value > expected + max(CLASS_SLACK, expected)
         if far:
-            _report_initial_loss(ctx, call, value, expected, words)
+            _report_initial_loss(ctx, call, value, expected, words, _recovery(ctx))
+
+
+def _recovery(ctx: Context) -> tuple[float, float, int] | None:
+    """(loss at the first step, loss after RECOVERY_STEPS, steps run) of a copy trained on the first batch with
+    the user's optimizer (once per run; None when it cannot train)."""
+    def compute() -> tuple[float, float, int] | None:
+        run = Trainer(ctx, FixedBatch(ctx.first_batch()), seed=ctx.seed, give_up=float("inf"))
+        run.advance(RECOVERY_STEPS + 1, float("inf"))
+        if run.steps < 2 or not all(math.isfinite(v) for v in (run.loss[0], run.loss[-1])):
+            return None
+        return run.loss[0], run.loss[-1], run.steps - 1
+    return ctx.measure("loss:recovery", compute)
 
 
 def _uninformed(call: LossCall) -> tuple[float, str] | None:
@@ -379,7 +395,8 @@ def _uninformed(call: LossCall) -> tuple[float, str] | None:
     return None
 
 
-def _report_initial_loss(ctx: Context, call: LossCall, value: float, expected: float, words: str) -> None:
+def _report_initial_loss(ctx: Context, call: LossCall, value: float, expected: float, words: str,
+                         recovery: tuple[float, float, int] | None) -> None:
     x, y = call.input.float(), call.target
     evidence: dict[str, Any] = {"initial_loss": value, "expected": expected, "loss": MODULE_OF[call.name],
                                 "output_mean": float(x.mean()), "output_std": float(x.std()) if x.numel() > 1 else 0.0}
@@ -399,10 +416,21 @@ def _report_initial_loss(ctx: Context, call: LossCall, value: float, expected: f
                  "equally.")
         fixes = ["Use the default initialisation (or scale the last layer's weights down, e.g. x 0.01), and check "
                  "the input scale (DAT001)."]
+    severity, harm = "info", " Harm not measured: a short training run of a copy did not run."
+    if recovery is not None:
+        first, last, steps = recovery
+        left = (last - (first - (value - expected))) / (value - expected)  # share of the excess still there
+        evidence.update(recovery={"steps": steps, "loss_start": first, "loss_end": last, "excess_left": left})
+        if left > PERSISTS:
+            severity, harm = "warning", (f" It costs training: after {steps} steps on the first batch (a copy, your "
+                                         f"optimizer) the loss is still {last:.4g}, {left:.0%} of the excess left.")
+        else:
+            harm = (f" A copy sheds it quickly ({steps} steps on the first batch: loss {first:.4g} -> {last:.4g}), "
+                    "so no harm is measured: a hint, not a problem yet.")
     ctx.emit("LOS004",
              f"The untrained model's {_loss_name(call)} is {value:.4g}; a model that has learnt nothing gives about "
-             f"{expected:.4g} ({words}). {cause}",
-             location=_where(ctx, call, None), evidence=evidence, suggestions=fixes)
+             f"{expected:.4g} ({words}). {cause}{harm}",
+             location=_where(ctx, call, None), severity=severity, evidence=evidence, suggestions=fixes)
 
 
 # ----- shared wording and measurements ------------------------------------------------------------

@@ -22,6 +22,7 @@ from nndoctor.context import Context
 from nndoctor.probes.activation_stats import ActivationStats, SiteStats
 from nndoctor.probes.nonfinite import Birth, FirstNonFinite, GuardResult, guarded_steps, replay_to
 from nndoctor.probes.op_trace import Risk
+from nndoctor.probes.stable_forms import Harm, measure_harm
 
 # ----- NUM001 / NUM002 -------------------------------------------------------------------------------
 
@@ -204,9 +205,16 @@ def _outside(ctx: Context) -> str:
 # ----- NUM003 -------------------------------------------------------------------------------------
 
 
+# Harm on this program's values: the stable formulation changes the loss or the gradients beyond rounding
+# (float32 rounding of the two forms differs by ~1e-7; a saturated sigmoid under BCELoss by orders more).
+LOSS_HARM, GRADIENT_HARM = 1e-3, 1e-2
+_MEASURED = ("log-of-probabilities", "bce-of-sigmoid")  # kinds StableForms swaps for their stable form
+
+
 @check("unstable-formulations", step="bugs", codes=("NUM003",))
 def unstable_formulations(ctx: Context) -> None:
-    """Fragile op sequences in the traced forward and loss, whether or not they overflow yet."""
+    """Fragile op sequences in the traced forward and loss: a warning where swapping in the stable form changes
+    this program's loss or gradients (measured harm), or a denominator already below 1e-12; else info."""
     trace = traced_pass(ctx).trace
     born = {(f.location) for f in ctx.findings if f.code in ("NUM001", "NUM002")}
     for risk in trace.risks:
@@ -216,14 +224,44 @@ def unstable_formulations(ctx: Context) -> None:
     for call in trace.losses:
         origin = call.origin
         if call.name == "binary_cross_entropy" and origin is not None and origin.op == "sigmoid":
+            severity, words, evidence = _harm(ctx, "bce-of-sigmoid")
             ctx.emit("NUM003",
                      f"`BCELoss` gets the output of a sigmoid from {origin.site.describe()}: once the sigmoid "
                      "saturates, its probability rounds to exactly 0 or 1, BCELoss clamps the log at -100 and the "
-                     "gradient vanishes. BCEWithLogitsLoss computes the same loss from the logits, exactly.",
-                     location=origin.site.location(_outside(ctx)),
-                     evidence={"loss": "BCELoss", "activation": "sigmoid"},
+                     "gradient vanishes. BCEWithLogitsLoss computes the same loss from the logits, exactly." + words,
+                     location=origin.site.location(_outside(ctx)), severity=severity,
+                     evidence={"loss": "BCELoss", "activation": "sigmoid", **evidence},
                      suggestions=["Remove the sigmoid and use `nn.BCEWithLogitsLoss()` on the logits (apply the "
                                   "sigmoid only at inference)."])
+
+
+def _stable_harm(ctx: Context) -> Harm | None:
+    """The loss and gradients of one pass on the first batch, as written against the stable forms (once)."""
+    def compute() -> Harm | None:
+        batch = ctx.first_batch()
+        try:
+            return measure_harm(ctx.fresh_model, lambda m: ctx.loss_of(m, batch)[0], ctx.seed)
+        except Exception:  # noqa: BLE001 - the swap does not fit this program: no measurement
+            return None
+    return ctx.measure("num:stable_harm", compute)
+
+
+def _harm(ctx: Context, kind: str) -> tuple[str, str, dict[str, Any]]:
+    """(severity, sentence, evidence) of the measured harm of a fragile formulation of ``kind``."""
+    if kind == "near-zero-division":  # the denominators measured on this batch are already below 1e-12
+        return "warning", "", {}
+    harm = _stable_harm(ctx) if kind in _MEASURED else None
+    if harm is None:
+        return ("info", " On this batch it has not overflowed yet (nothing measured against a stable form): a "
+                        "risk, not yet harm.", {})
+    evidence = {"harm": {"loss": harm.loss, "stable_loss": harm.stable_loss, "loss_difference": harm.loss_difference,
+                         "gradient_difference": harm.gradient_difference, "non_finite": harm.non_finite}}
+    numbers = (f"loss {harm.loss:.6g} as written, {harm.stable_loss:.6g} with the stable form; gradients differ by "
+               f"{harm.gradient_difference:.2g} of their norm")
+    if harm.non_finite or harm.loss_difference > LOSS_HARM or harm.gradient_difference > GRADIENT_HARM:
+        return "warning", f" Measured on the first batch: {numbers}.", evidence
+    return ("info", f" On the first batch it does no harm yet ({numbers}): a risk once values grow in training.",
+            evidence)
 
 
 def _report_risk(ctx: Context, risk: Risk, location: str) -> None:
@@ -260,9 +298,10 @@ def _report_risk(ctx: Context, risk: Risk, location: str) -> None:
         message = (f"A division in {risk.site.describe()} has denominators as small as {risk.value:.3g}: the quotient "
                    "is huge or inf, and its gradient worse.")
         fix = "Add an epsilon to the denominator (`x / (d + 1e-8)`) or clamp it (`d.clamp_min(1e-8)`)."
-    ctx.emit("NUM003", message, location=location,
+    severity, words, harm = _harm(ctx, risk.kind)
+    ctx.emit("NUM003", message + words, location=location, severity=severity,
              evidence={"kind": risk.kind, "op": risk.op, "value": risk.value, "source": risk.site.source,
-                       "source_line": risk.site.source_line},
+                       "source_line": risk.site.source_line, **harm},
              suggestions=[fix])
 
 

@@ -63,9 +63,16 @@ def _log_of_softmax(fixed: bool) -> Setup:
     return Setup(model=model, train_data=train, loss_fn=cross_entropy)
 
 
-def _sigmoid_bce(fixed: bool) -> Setup:
+def _sigmoid_bce(fixed: bool, raw: bool = False) -> Setup:
+    """``raw``: the features as they come (areas in the thousands), so the untrained sigmoid already saturates and
+    BCELoss's clamp measurably destroys the gradient; standardised, the same pattern does no harm yet (info)."""
     torch.manual_seed(0)
     (x, y), _ = breast_cancer()
+    if raw:
+        from sklearn.datasets import load_breast_cancer
+
+        d = load_breast_cancer()
+        x, y = torch.tensor(d.data, dtype=torch.float32), torch.tensor(d.target, dtype=torch.float32)
     layers = [nn.Linear(30, 32), nn.ReLU(), nn.Linear(32, 1)]
     if fixed:
         return Setup(model=nn.Sequential(*layers), train_data=(x, y.unsqueeze(1)), loss_fn=nn.BCEWithLogitsLoss())
@@ -114,10 +121,9 @@ CASES = [
          twin=lambda: _log_of_zero(fixed=True), location=_line("torch.log(counts)"), select=("NUM",)),
     Case("sqrt-of-zero-distance-in-backward", lambda: _contrastive(fixed=False), ("NUM002",),
          twin=lambda: _contrastive(fixed=True), location=_line("dist = torch.sqrt("), select=("NUM",)),
-    Case("log-of-softmax", lambda: _log_of_softmax(fixed=False), ("NUM003",),
-         twin=lambda: _log_of_softmax(fixed=True), location=_line("torch.log(torch.softmax("), select=("NUM",)),
-    Case("sigmoid-into-bce-loss", lambda: _sigmoid_bce(fixed=False), ("NUM003",),
-         twin=lambda: _sigmoid_bce(fixed=True), location="model.3", select=("NUM",)),
+    # log(softmax) on digits does no measured harm at float32 values (info: tests/test_harm_measured.py)
+    Case("sigmoid-into-bce-loss", lambda: _sigmoid_bce(fixed=False, raw=True), ("NUM003",),
+         twin=lambda: _sigmoid_bce(fixed=True, raw=True), location="model.3", select=("NUM",)),
     Case("negative-bias-kills-relus", lambda: _negative_bias_init(fixed=False), ("NUM004",),
          twin=lambda: _negative_bias_init(fixed=True), location="model.1", select=("NUM",)),
     Case("huge-weights-saturate-tanh", lambda: _tanh_huge_weights(fixed=False), ("NUM005",),
