@@ -18,6 +18,12 @@ inputs: the majority class (or the mean), a logistic (or ridge) regression, and 
 better than the majority/mean baseline by more than two standard errors of the evaluation set.
 Warning: a plain linear model beats it clearly (by three standard errors and by a tenth of the linear
 model's own gain over the majority baseline). The finding's evidence holds the whole table.
+When it sees the symptom it tries one change at a time on a copy trained the same way (the first that
+lifts the model out of the symptom names `evidence.cause`, with `verified_fix` before/after, and makes
+the finding an error; CMP002 carries the same): classes resampled to equal frequency when they are
+imbalanced (`class-imbalance`), the given trained model trained further (`training-length`, only with
+`trained=True`: nndoctor's own copy's length is no fault of yours), a batch of 8 or fewer made 32
+(`batch-size`, only when training four times as long at your batch size does not also remove it).
 """,
         why="""
 A model can train without an error and still learn nothing useful. If it cannot beat always

@@ -106,7 +106,11 @@ accuracy against the accuracy of predictions independent of the labels, or a cor
 regression, at p = 0.01) and, with 99% confidence, every probe's edge over chance is below 0.15 of the
 way to perfect (a correlation below 0.15): small data sets, where neither can be shown, are left
 alone. Inputs that hold token ids or other indices are skipped: a probe on raw id values means
-nothing.
+nothing. With `val_data`, the same probes run on the validation pairs: when they find a clear signal
+there (p <= 0.01, edge >= 0.15), the inputs do carry the target and the training pairs are broken; the
+finding is then an error with `evidence.cause = "labels"` and both scores in `verified_fix`. When the
+validation pairs show no signal either (the same broken pairing in both, or no signal at all), or
+there is no `val_data`, nothing is confirmed and the finding says so.
 """,
         why="""
 A network can memorise random labels, so training loss still goes down while validation stays at

@@ -95,7 +95,9 @@ the same targets and options (class weights, label smoothing, soft targets, redu
 uninformed prediction: zero logits (uniform classes, 0.5 for BCE), or the mean target for regression.
 It reports when the untrained loss exceeds that by more than max(1, itself) for classification
 losses, or for regression when it is more than 10 times the target variance (4 times when the targets
-are in the tens or more); L1-type losses 3.5 and 2 times. Both numbers are in the message.
+are in the tens or more); L1-type losses 3.5 and 2 times. Both numbers are in the message. It is a
+warning only when the harm is measured: a copy trained 30 steps on the first batch with your optimizer
+still carries more than 10% of the excess over the uninformed loss; when the copy sheds it at once, info.
 """,
         why="""
 A far-off initial loss points to a bad initialisation, an output scale bug, a wrong loss reduction

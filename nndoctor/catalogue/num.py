@@ -60,7 +60,10 @@ and the loss: the log of a softmax or sigmoid output (also `log(1 - sigmoid(x))`
 hand as `exp(x) / exp(x).sum()`, the log of a sum of exps, `exp` of values above 44 (half-way to
 float32 overflow), a division by values below 1e-12, and `BCELoss` on a sigmoid output. It may be
 finite today and overflow after a few updates. A log of `p + eps` or `p.clamp_min(eps)` is the fix and
-stays silent.
+stays silent. Severity follows measured harm: one forward/loss/backward on the first batch is rerun with
+the stable form swapped in (`log_softmax`, `logsigmoid`, `BCEWithLogits`); a warning when that changes
+the loss by more than 0.1% or the gradients by more than 1% of their norm (a saturated sigmoid under
+`BCELoss`), or a denominator below 1e-12 was seen; otherwise info, quoting the measurement.
 """,
         why="""
 `log(softmax(x))` underflows to `-inf` as soon as one probability rounds to zero; `exp(x)` overflows
