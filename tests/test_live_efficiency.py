@@ -261,3 +261,43 @@ def test_run_reports_both_patterns_on_the_script_and_nothing_on_its_fixed_twin(t
     out = nndoctor_cli("run", "--json", str(fixed), SCRIPT, "--data", "fast", "--decay", "split")
     assert out.returncode == 0 and "done 16 steps" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
     assert [f["code"] for f in json.loads(fixed.read_text())["findings"] if f["code"].startswith("EFF")] == []
+
+
+# ----- the Lightning callback: Lightning's own loop, optimizer and DataLoader ------------------------------------
+def _lightning(decode_seconds: float, groups: str):
+    pl = pytest.importorskip("lightning.pytorch")
+    from nndoctor.integrations.lightning import NNDoctorCallback
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(10, 32), nn.LayerNorm(32), nn.ReLU(), nn.Linear(32, 3))
+
+        def training_step(self, batch, _):
+            x, y = batch
+            return nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            params = list(self.parameters())
+            if groups == "all":
+                return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.1)
+            return torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+                                      {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}], lr=1e-3)
+
+    torch.manual_seed(0)
+    callback = NNDoctorCallback()
+    trainer = pl.Trainer(max_epochs=1, callbacks=[callback], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
+    trainer.fit(Module(), DataLoader(Samples(48, decode_seconds), batch_size=4))
+    return callback.report()
+
+
+def test_lightning_slow_data_and_decay_on_norms_are_info(one_thread):
+    report = _lightning(decode_seconds=0.01, groups="all")
+    assert report.by_code("EFF001")[0].evidence["dataset"] == "Samples"
+    assert report.by_code("EFF002")[0].evidence["modules"] == ["model.0", "model.1", "model.3"]  # the root: self.net
+    assert not _loud(report)
+
+
+def test_lightning_fixed_twin_is_silent(one_thread):
+    assert _eff(_lightning(decode_seconds=0.0, groups="split")) == set()

@@ -1,6 +1,7 @@
 """Which parameters each optimizer decays (EFF002): at an optimizer's first step, its parameter groups read
 once (weight decay, learning rate, and which of their parameters are one-dimensional - biases, norm scales
-and shifts - or embedding tables), named through the roots seen in training forwards. No tensor is read."""
+and shifts - or embedding tables), named at the end through the roots seen in training forwards. No tensor
+is read; parameters are held by id only."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ class Group:
     one_d_elements: int = 0
     one_d_names: list[str] = field(default_factory=list)
     embeddings: list[str] = field(default_factory=list)  # nn.Embedding weights in the group
+    _one_d_ids: list[int] = field(default_factory=list, repr=False)  # named at the end of the run
+    _other_ids: list[int] = field(default_factory=list, repr=False)
 
 
 @dataclass
@@ -54,11 +57,6 @@ class WeightDecayWatcher(Watcher):
             self.broken = True
 
     def _read(self, optimizer: Any) -> Optimizer:
-        names: dict[int, str] = {}
-        embeddings: set[int] = set()
-        for r in self.run.roots.values():
-            names.update({k: f"model.{v}" for k, v in r.names.items()})
-            embeddings.update(id(m.weight) for m in r.modules.values() if isinstance(m, nn.Embedding))
         groups = []
         for i, g in enumerate(optimizer.param_groups):
             wd, lr = g.get("weight_decay", 0.0), g.get("lr", 0.0)
@@ -68,16 +66,27 @@ class WeightDecayWatcher(Watcher):
                 if not p.requires_grad:
                     continue
                 group.tensors += 1
-                name = names.get(id(p), "")
                 if p.dim() == 1:
                     group.one_d += 1
                     group.one_d_elements += p.numel()
-                    if len(group.one_d_names) < _NAMED and name:
-                        group.one_d_names.append(name)
-                elif id(p) in embeddings and len(group.embeddings) < _NAMED:
-                    group.embeddings.append(name or "an nn.Embedding weight")
+                    group._one_d_ids.append(id(p))
+                else:
+                    group._other_ids.append(id(p))
             groups.append(group)
         return Optimizer(type(optimizer).__name__, self._sites.get(id(optimizer), ""), groups)
+
+    def on_run_end(self) -> None:
+        """Names from the roots seen in training (Lightning's first forward runs inside the first step)."""
+        names: dict[int, str] = {}
+        embeddings: set[int] = set()
+        for r in self.run.roots.values():
+            names.update({k: f"model.{v}" for k, v in r.names.items()})
+            embeddings.update(id(m.weight) for m in r.modules.values() if isinstance(m, nn.Embedding))
+        for opt in self.optimizers:
+            for g in opt.groups:
+                g.one_d_names = [names[i] for i in g._one_d_ids if i in names][:_NAMED]
+                g.embeddings = [names.get(i, "an nn.Embedding weight") for i in g._other_ids if i in embeddings][:_NAMED]
+                g._one_d_ids, g._other_ids = [], []
 
     def describe(self) -> str:
         return f"weight decay per parameter group, {len(self.optimizers)} optimizer(s)"
