@@ -11,6 +11,7 @@ names the culprit.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -333,6 +334,7 @@ LARGE_TARGETS = 10.0  # root-mean-square target from which a moderate offset alr
 # Harm: a copy trained RECOVERY_STEPS steps on the first batch with the user's optimizer still carries more
 # than PERSISTS of the excess over the uninformed loss (a clean start is below the uninformed loss by then).
 RECOVERY_STEPS, PERSISTS = 30, 0.1
+RECOVERY_SECONDS = 10.0  # at most this (and 5% of the budget left) for that run: a large model does fewer steps
 
 
 @check("initial-loss", step="bugs", codes=("LOS004",))
@@ -366,7 +368,7 @@ def _recovery(ctx: Context) -> tuple[float, float, int] | None:
     the user's optimizer (once per run; None when it cannot train)."""
     def compute() -> tuple[float, float, int] | None:
         run = Trainer(ctx, FixedBatch(ctx.first_batch()), seed=ctx.seed, give_up=float("inf"))
-        run.advance(RECOVERY_STEPS + 1, float("inf"))
+        run.advance(RECOVERY_STEPS + 1, time.monotonic() + min(RECOVERY_SECONDS, 0.05 * ctx.budget.remaining()))
         if run.steps < 2 or not all(math.isfinite(v) for v in (run.loss[0], run.loss[-1])):
             return None
         return run.loss[0], run.loss[-1], run.steps - 1
