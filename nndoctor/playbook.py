@@ -20,7 +20,8 @@ from nndoctor.report.model import Report
 from nndoctor.sandbox import Snapshot, fingerprint, fingerprint_diff, preserved_rng, seed_all
 from nndoctor.spec import Setup, SetupError
 
-DEFAULT_BUDGET = 120.0  # seconds for the whole playbook; experiments scale themselves to what is left
+DEFAULT_BUDGET = 25.0  # seconds for the whole playbook; experiments scale themselves to what is left. Small
+# models finish in a few seconds; a heavy one gets shorter experiments (they say so) within ~30 s, import included
 QUICK_BUDGET = 5.0  # --quick: the run-after-every-change loop; the one-batch overfit gets a share of this
 THOROUGH_BUDGET = 900.0  # --thorough: every experiment, run to its own caps rather than a share of 2 minutes
 MODES = ("quick", "default", "thorough")
@@ -50,7 +51,7 @@ def check(
     ``mode``: "quick" (step 1, the five bugs and the one-batch overfit on a short budget; no baselines,
     comparisons or memory search), "default", or "thorough" (every experiment, a long budget).
     ``budget``: seconds for the whole playbook, None for no limit, "auto" for the mode's (quick 5,
-    default 120, thorough 900).
+    default 25, thorough 900).
     """
     if not isinstance(setup, Setup):
         raise SetupError(f"nndoctor.check expects a Setup, got {type(setup).__name__}")
@@ -125,8 +126,9 @@ def _run_checks(ctx: Context, records: list[CheckRecord], selected: set[str], ig
         if mode == "quick" and _left_out_of_quick(spec, ctx):
             records.append(CheckRecord(spec.name, "skipped", 0.0, "quick mode", spec.step))
             continue
-        if spec.needs_run and not ctx.run_ok:
-            records.append(CheckRecord(spec.name, "skipped", 0.0, "the model does not run one training step", spec.step))
+        if spec.needs_run and not ctx.run_ok or ctx.not_run_reason and spec.uses_model:
+            reason = ctx.not_run_reason or "the model does not run one training step"
+            records.append(CheckRecord(spec.name, "skipped", 0.0, reason, spec.step))
             continue
         if ctx.budget.expired():
             records.append(CheckRecord(spec.name, "skipped", 0.0, f"time budget of {budget:g} s used up", spec.step))
