@@ -18,6 +18,7 @@ from nndoctor.probes.errors import user_call_site
 from nndoctor.probes.watchers.base import Watcher, outside_nndoctor
 
 DEVICES = ("cuda",)  # where these facts are gathered (tests add "cpu" to exercise the watcher without a GPU)
+_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # a compiled submodule: its hooks are traced
 
 
 @dataclass
@@ -105,6 +106,8 @@ class GpuUsageWatcher(Watcher):
         self._hook = module_hooks.register_module_forward_pre_hook(self._pre_forward)
 
     def _pre_forward(self, module: nn.Module, args: tuple) -> None:
+        if _compiling():  # constant-folded while tracing: no graph break, no mutation for Dynamo to track
+            return
         path = self._names.pop(id(module), None)  # its first call only
         if path is None or self.broken or not args or not isinstance(args[0], torch.Tensor):
             return
