@@ -301,3 +301,31 @@ def test_lightning_slow_data_and_decay_on_norms_are_info(one_thread):
 
 def test_lightning_fixed_twin_is_silent(one_thread):
     assert _eff(_lightning(decode_seconds=0.0, groups="split")) == set()
+
+
+# ----- the Hugging Face callback: the Trainer's own groups are silent, an optimizer over everything is not ---------
+def _hf(own_optimizer: bool):
+    transformers = pytest.importorskip("transformers")
+    import tempfile
+
+    from nndoctor.integrations.huggingface import NNDoctorCallback
+    from scripts.tiny_bert import build
+
+    model, dataset = build()
+    callback = NNDoctorCallback()
+    optimizers = (torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01), None) if own_optimizer \
+        else (None, None)
+    with tempfile.TemporaryDirectory() as out:
+        args = transformers.TrainingArguments(output_dir=out, max_steps=4, per_device_train_batch_size=16,
+                                              learning_rate=5e-4, weight_decay=0.01, report_to=[],
+                                              save_strategy="no", logging_strategy="no", use_cpu=True,
+                                              disable_tqdm=True)
+        transformers.Trainer(model=model, args=args, train_dataset=dataset, callbacks=[callback],
+                             optimizers=optimizers).train()
+    return callback.report()
+
+
+def test_huggingface_adamw_over_every_parameter_is_eff002_and_the_trainers_groups_are_silent():
+    f = _hf(own_optimizer=True).by_code("EFF002")[0]
+    assert f.evidence["one_d_tensors"] > 0 and any("LayerNorm" in m or "norm" in m.lower() for m in f.evidence["modules"])
+    assert "EFF002" not in _eff(_hf(own_optimizer=False))
