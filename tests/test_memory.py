@@ -217,6 +217,19 @@ def test_the_suggested_micro_batch_fits(planted):
     assert "RUN004" not in fixed.codes()
 
 
+@pytest.mark.parametrize("batch", [64, 16], ids=["does-not-fit", "fits"])
+def test_a_step_that_does_not_fit_stops_the_steps_that_run_the_model(batch):
+    # the playbook's order: a model that does not run on its device is fixed first, in seconds, not minutes
+    report = run_checked(large_images(IMAGE_BUDGET, batch_size=batch), select=["RUN004", "SHP002", "DAT001"])
+    status = {c.name: (c.status, c.detail) for c in report.checks}
+    assert status["data-scale"][0] == "passed"  # the data alone is still read
+    if batch == 64:
+        assert status["memory-fit"] == ("failed", "RUN004") and status["batch-independence"][0] == "skipped"
+        assert "batch 64 does not fit" in status["batch-independence"][1] and "(RUN004)" in status["batch-independence"][1]
+    else:
+        assert "RUN004" not in report.codes() and status["batch-independence"][0] == "passed"
+
+
 class DeviceWithRoomFor24(nn.Module):
     """Stands in for a GPU: raises the error CUDA raises when a batch of more than 24 samples arrives."""
 

@@ -30,6 +30,7 @@ class CheckSpec:
     needs_run: bool  # skipped when step 1 could not run one training step
     order: int
     prerequisite: bool  # runs even when none of its codes is selected: later checks need what it measures
+    uses_model: bool = True  # runs the model (False: reads the data alone)
 
 
 _REGISTRY: list[CheckSpec] = []
@@ -42,6 +43,7 @@ def check(
     codes: tuple[str, ...] | list[str],
     needs_run: bool = True,
     prerequisite: bool = False,
+    uses_model: bool = True,
 ):
     """Register a check function under ``name`` for playbook ``step``, emitting ``codes``."""
     if step not in STEPS:
@@ -50,7 +52,8 @@ def check(
     def register(func: Callable[[Context], None]) -> Callable[[Context], None]:
         if any(spec.name == name for spec in _REGISTRY):
             raise ValueError(f"check {name!r} registered twice")
-        _REGISTRY.append(CheckSpec(name, step, tuple(codes), func, needs_run, len(_REGISTRY), prerequisite))
+        _REGISTRY.append(CheckSpec(name, step, tuple(codes), func, needs_run, len(_REGISTRY), prerequisite,
+                                   uses_model))
         return func
 
     return register

@@ -19,7 +19,7 @@ PURE = 0.9  # median share of a batch's most frequent class that means "one clas
 SIMULATIONS = 200  # random batchings of the same data: what shuffled batches would look like
 
 
-@check("data-batch-order", step="bugs", codes=("DAT006",), needs_run=False)
+@check("data-batch-order", step="bugs", codes=("DAT006",), needs_run=False, uses_model=False)
 def batch_order(ctx: Context) -> None:
     """Read the first batches in order: one class per batch, or sorted targets, means no shuffling."""
     _, targets = train_sample(ctx)
@@ -96,7 +96,7 @@ def _shuffle_fixes(ctx: Context) -> list[str]:
 IMBALANCE = 5.0  # largest over smallest class count: the majority alone scores >= 83% for two classes
 
 
-@check("data-class-balance", step="bugs", codes=("DAT008",), needs_run=False)
+@check("data-class-balance", step="bugs", codes=("DAT008",), needs_run=False, uses_model=False)
 def class_balance(ctx: Context) -> None:
     """Class counts of the training targets: heavy imbalance makes accuracy meaningless."""
     _, targets = train_sample(ctx)

@@ -22,7 +22,7 @@ SHIFT = 3.0  # median |val mean - train mean| in train standard deviations
 SCALE_RATIO = 5.0  # median ratio of val spread to train spread (either way)
 
 
-@check("data-split-preprocessing", step="bugs", codes=("DAT005",), needs_run=False)
+@check("data-split-preprocessing", step="bugs", codes=("DAT005",), needs_run=False, uses_model=False)
 def split_preprocessing(ctx: Context) -> None:
     """Per-feature means and spreads of train and val: drastically different means different pre-processing."""
     train, val = train_sample(ctx), split_sample(ctx, "val")
@@ -64,7 +64,7 @@ def _report_split(ctx: Context, name: str, leaves: int, a: FeatureStats, b: Feat
 
 # ----- DAT007 ----------------------------------------------------------------------------------
 
-@check("data-split-overlap", step="bugs", codes=("DAT007",), needs_run=False)
+@check("data-split-overlap", step="bugs", codes=("DAT007",), needs_run=False, uses_model=False)
 def split_overlap(ctx: Context) -> None:
     """Hash every sample's input bytes: validation samples found in train leak."""
     train, val = split_scan(ctx, "train"), split_scan(ctx, "val")

@@ -156,7 +156,7 @@ ALPHA = 0.01  # level of the tests and of the confidence bounds below
 EDGE = 0.15  # "no signal" when even the optimistic bound of every probe's edge over chance is below this
 
 
-@check("data-signal", step="bugs", codes=("DAT004",), needs_run=False)
+@check("data-signal", step="bugs", codes=("DAT004",), needs_run=False, uses_model=False)
 def label_signal(ctx: Context) -> None:
     """Nearest-neighbour and linear probes, cross-fitted on two halves of a sample: are they better than chance?"""
     inputs, targets = train_sample(ctx)

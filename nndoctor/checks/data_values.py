@@ -37,7 +37,7 @@ TINY = 1e-2  # every feature's RMS below this: scaled twice (pixels / 255 / 255)
 SPREAD = 100.0  # largest feature RMS over the median one
 
 
-@check("data-scale", step="bugs", codes=("DAT001",), needs_run=False)
+@check("data-scale", step="bugs", codes=("DAT001",), needs_run=False, uses_model=False)
 def input_scale(ctx: Context) -> None:
     """The scale of the inputs where they reach the model's first layer with weights."""
     pair = ctx.pair(ctx.first_batch())
@@ -139,7 +139,7 @@ def _report_scale(ctx: Context, name: str, leaves: int, stats: FeatureStats, con
 
 # ----- DAT002 ----------------------------------------------------------------------------------
 
-@check("data-non-finite", step="bugs", codes=("DAT002",), needs_run=False)
+@check("data-non-finite", step="bugs", codes=("DAT002",), needs_run=False, uses_model=False)
 def non_finite_data(ctx: Context) -> None:
     """Count NaN/Inf per split, input and feature, over everything the scan read."""
     train_sample(ctx)

@@ -57,6 +57,7 @@ def memory_fit(ctx: Context) -> None:
     model = sampler.fit_model(crashed)
     if model is None:
         _report_nothing_fits(ctx, sampler, budget, budget_source, source)
+        _stop_later_steps(ctx, crashed, f"one training step does not fit {budget_source} (RUN004): fix that first")
         return
     full = sampler.full
     at_full = sampler.measured.get(full)
@@ -70,6 +71,16 @@ def memory_fit(ctx: Context) -> None:
     largest, verified = sampler.largest_batch(usable, model)
     confirmed = sampler.confirm(largest)
     _report(ctx, sampler, model, budget, budget_source, largest, verified, crashed, source, margin, confirmed)
+    _stop_later_steps(ctx, crashed, f"one training step at batch {full} does not fit {budget_source} (RUN004): fix that "
+                      f"first" + (f", or check again at batch {largest}" if largest else ""))
+
+
+def _stop_later_steps(ctx: Context, crashed: bool, reason: str) -> None:
+    """A step that does not fit the target device does not run there: the later steps, which train at this
+    batch size, wait for the fix (as after a crash), rather than spend minutes on a run the device cannot do."""
+    if not crashed:
+        ctx.run_ok = False
+        ctx.not_run_reason = reason
 
 
 def _budget(ctx: Context, device: torch.device, crashed: bool) -> tuple[int | None, str]:

@@ -111,8 +111,11 @@ def _print_unfinished(console: Console, checks: list[CheckRecord]) -> None:
     if skipped:
         console.print()
         _line(console, Text(f"skipped {len(skipped)} check(s):", style="dim"))
+        by_reason: dict[str, list[str]] = {}  # one line per reason: a stop early in the playbook skips many
         for c in skipped:
-            _wrap(console, Text("  - "), Text(f"{c.name}: {c.detail}", style="dim"))
+            by_reason.setdefault(c.detail, []).append(c.name)
+        for reason, names in by_reason.items():
+            _wrap(console, Text("  - "), Text(f"{', '.join(names)}: {reason}", style="dim"))
 
 
 def verdict(report: Report) -> Text:
