@@ -6,7 +6,8 @@ for any hook), then a GPT-style stack (``bench_monitor_modern.Block``, ~70M para
 eager fp32, bf16 autocast, float16 autocast with a GradScaler, and ``torch.compile`` (inductor). Plain and
 monitored blocks of steps are interleaved round-robin in one process; each block ends with
 ``torch.cuda.synchronize()`` and is timed by the wall clock; printed: the plain median ms/step and the ratio
-of medians for ``Monitor(model, optimizer)`` and ``Monitor()`` (what ``nndoctor run`` uses).
+of medians for ``Monitor(model, optimizer)``, ``Monitor()`` (what ``nndoctor run`` uses) and the plain loop
+with one synchronisation per step (what a loop that logs ``loss.item()`` every step pays).
 
 Memory: ``torch.cuda.max_memory_allocated`` over training steps of a ~100.7M-parameter MLP, plain and under
 ``Monitor()``; the growth is the Monitor's extra peak, as a share of the parameters' bytes (goal < 1%).
@@ -89,9 +90,15 @@ def timed(step, x, y, steps: int) -> float:
 
 def compare(name: str, model: nn.Module, opt, step, x, y, steps: int, rounds: int) -> None:
     timed(step, x, y, 3)  # warm-up (and compilation)
-    results = {"plain": [], "monitor": [], "run": []}
+    results = {"plain": [], "monitor": [], "run": [], "sync": []}
+
+    def synced(x, y):  # the plain loop reading one number per step, as `loss.item()` logging does
+        step(x, y)
+        torch.cuda.synchronize()
+
     for _ in range(rounds):
         results["plain"].append(timed(step, x, y, steps))
+        results["sync"].append(timed(synced, x, y, steps))
         with Monitor(model, opt):
             timed(step, x, y, 2)  # a Monitor's first steps take one-off readings (and may recompile)
             results["monitor"].append(timed(step, x, y, steps))
@@ -99,8 +106,9 @@ def compare(name: str, model: nn.Module, opt, step, x, y, steps: int, rounds: in
             timed(step, x, y, 2)
             results["run"].append(timed(step, x, y, steps))
     plain = statistics.median(results["plain"])
-    mon, run = (statistics.median(results[k]) / plain for k in ("monitor", "run"))
-    print(f"{name:<30} plain {plain * 1e3:8.2f} ms/step   Monitor {mon:5.2f}x   Monitor() {run:5.2f}x", flush=True)
+    mon, run, sync = (statistics.median(results[k]) / plain for k in ("monitor", "run", "sync"))
+    print(f"{name:<30} plain {plain * 1e3:8.2f} ms/step   Monitor {mon:5.2f}x   Monitor() {run:5.2f}x   "
+          f"plain + a sync per step {sync:5.2f}x", flush=True)
 
 
 def small_models(steps: int, rounds: int) -> None:
