@@ -152,8 +152,8 @@ def _larger_batch(ctx: Context, cmp: Comparison) -> tuple[Trial, str] | None:
         return (trial, "") if trial is not None else None
     control = _train(ctx, cmp, cmp.split.train_inputs, cmp.split.train_targets, batch, CONTROL * steps,
                      f"batch size {batch}, {CONTROL * steps} steps")
-    if control is None or not below_baselines(cmp, control.pred):
-        return None  # training longer at the user's batch also removes it: the copy was short, not the batch
+    if control is None or control.steps < 2 * steps or not below_baselines(cmp, control.pred):
+        return None  # training longer at the user's batch also removes it (or time cut the control short)
     return trial, f"; at batch size {batch} even {control.steps} steps leave it at {control.score:.3f}"
 
 
