@@ -59,8 +59,8 @@ class AmpWatcher(Watcher):
     def on_forward(self, module, inputs, kwargs, training_step: bool) -> None:
         if training_step and not self.broken:
             try:
-                self.run.autocast = tuple((d, torch.get_autocast_dtype(d)) for d in _DEVICES
-                                          if torch.is_autocast_enabled(d))
+                on = [d for d in _DEVICES if torch.is_autocast_enabled(d)]
+                self.run.autocast = tuple((d, torch.get_autocast_dtype(d)) for d in on) if on else ()
             except Exception:
                 self.run.autocast = ()
 

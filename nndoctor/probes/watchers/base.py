@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from nndoctor.probes.errors import is_library_file, user_call_site
+from nndoctor.probes.sharded import is_sharded, local
 from nndoctor.probes.watchers.guarded import Patches
 from nndoctor.probes.wrappers import named_modules, named_parameters
 
@@ -95,7 +96,8 @@ class LiveRun:
         self.last_train_call: tuple[nn.Module, tuple, dict] | None = None
         self.replaying = False  # a watcher's own replay of a step must not be watched
         self.error: BaseException | None = None
-        self._optimizer_params: dict[int, tuple[Any, list[torch.Tensor]]] = {}
+        self.trains = False  # the last root forward trained a root with trainable parameters (saw_forward)
+        self._optimizer_params: dict[int, tuple[int, list[torch.Tensor], bool]] = {}  # (groups, params, sharded)
 
     def root(self, module: nn.Module) -> Root:
         r = self.roots.get(id(module))
@@ -108,19 +110,30 @@ class LiveRun:
         root = self.root(module)
         if not root.params:
             return None
-        if training_step and root.trainable(self.steps):
+        self.trains = training_step and root.trainable(self.steps)
+        if self.trains:
             root.trained = True
             self.last_train_call = (module, inputs, kwargs)
         return root
 
-    def trainable_params(self, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-        """The optimizer's parameters that require gradients, cached (a group added later is seen too)."""
+    def _params_of(self, optimizer: torch.optim.Optimizer) -> tuple[int, list[torch.Tensor], bool]:
         cached = self._optimizer_params.get(id(optimizer))
         groups = len(optimizer.param_groups)
         if cached is None or cached[0] != groups:
-            cached = (groups, [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad])
-            self._optimizer_params[id(optimizer)] = cached
-        return cached[1]
+            params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
+            cached = self._optimizer_params[id(optimizer)] = (groups, params, any(map(is_sharded, params)))
+        return cached
+
+    def trainable_params(self, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+        """The optimizer's parameters that require gradients, cached (a group added later is seen too)."""
+        return self._params_of(optimizer)[1]
+
+    def grads(self, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+        """The gradients of those parameters that have one; of a sharded parameter, this rank's shard (no
+        collective). Whether any is sharded is asked once per optimizer, not per gradient per step."""
+        _, params, sharded = self._params_of(optimizer)
+        grads = [g for p in params if (g := p.grad) is not None]
+        return [local(g) for g in grads] if sharded else grads
 
     def module_path(self, target: nn.Module) -> str | None:
         for r in self.roots.values():
@@ -194,20 +207,24 @@ def read_once(tensors: list[torch.Tensor]) -> list[float]:
 def read_step(watchers: list[Watcher], optimizer: torch.optim.Optimizer) -> None:
     """Ask each watcher for its ``reads``, read them all at once, hand each its floats (``on_read``). A watcher
     that raises (an exotic tensor type, a model it cannot read) is switched off, never the user's step."""
-    asked = []
+    asked, tensors = [], []
     for w in watchers:
         if w.failed is None:
             try:
-                asked.append((w, list(w.reads(optimizer))))
+                ts = w.reads(optimizer)
+                if ts:
+                    ts = ts if isinstance(ts, (list, tuple)) else list(ts)
+                    asked.append((w, ts))
+                    tensors += ts
             except Exception as exc:  # noqa: BLE001 - a measurement must not break training
                 w.failed = f"{type(exc).__name__}: {exc}"
+    if not asked:
+        return
     try:
-        values = read_once([t for _, ts in asked for t in ts])
+        values = read_once(tensors)
     except Exception:  # noqa: BLE001 - one unreadable tensor: read each watcher's alone
         values = None
     for w, ts in asked:
-        if not ts:
-            continue
         try:
             n = sum(t.numel() for t in ts)
             mine, values = (values[:n], values[n:]) if values is not None else (read_once(ts), None)

@@ -19,7 +19,7 @@ class CompiledWatcher(Watcher):
         self.compiled_roots: list[str] = []
 
     def on_forward(self, module, inputs, kwargs, training_step) -> None:
-        if type(module).__name__ == "OptimizedModule" and not self.compiled_roots:
+        if not self.compiled_roots and type(module).__name__ == "OptimizedModule":
             self.compiled_roots.append(type(getattr(module, "_orig_mod", module)).__name__)
 
     def describe(self) -> str:

@@ -6,7 +6,6 @@ import math
 
 import torch
 
-from nndoctor.probes.sharded import local
 from nndoctor.probes.watchers.base import Watcher
 
 _NAN = torch.tensor(float("nan"))
@@ -23,7 +22,7 @@ class CurveWatcher(Watcher):
         self._pending = loss.detach()
 
     def reads(self, optimizer):
-        grads = [local(p.grad) for p in self.run.trainable_params(optimizer) if p.grad is not None]  # shard: no collective
+        grads = self.run.grads(optimizer)  # of a shard, its local part: no collective
         # per-parameter norms go to the host as they are and the total is summed there: fewer ops per step
         # no gradient yet (a closure that runs backward inside step(), as Lightning's does): a total of 0
         return (self._pending if self._pending is not None else _NAN, *(torch._foreach_norm(grads) if grads else ()))

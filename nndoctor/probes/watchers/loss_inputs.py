@@ -14,7 +14,6 @@ import torch.nn.functional as F
 
 from nndoctor.probes.errors import user_call_site
 from nndoctor.probes.watchers.base import Watcher, outside_nndoctor
-from nndoctor.probes.watchers.guarded import Patches
 
 LOOK = 8  # calls read: enough to see it is every batch, cheap (one host read each, the first steps only)
 ROW_SUM_TOLERANCE = 1e-3  # as the check side (checks/loss.py): softmax rows sum to 1 within float rounding
@@ -43,11 +42,7 @@ class LossInputsWatcher(Watcher):
         self.origin: dict[str, str] = {}  # the autograd op that made the input (SoftmaxBackward0...), "" if unseen
         self.site: dict[str, str] = {}
         self.classes: dict[str, int] = {}
-        self.disabled = False
-        self._patches = Patches(lambda: self.disabled, self._turn_off)
-
-    def _turn_off(self) -> None:
-        self.disabled = True
+        self._patches = self.patches()
 
     def start(self) -> None:
         for name in ("cross_entropy", "binary_cross_entropy_with_logits"):
@@ -94,7 +89,7 @@ class LossInputsWatcher(Watcher):
                 if name not in self.site:
                     self.site[name] = user_call_site(outside_nndoctor(sys._getframe()))[0]
         except Exception:  # never into the user's loop
-            self.disabled = True
+            self.broken = True
 
     def describe(self) -> str:
         return "the input of the loss in the first training steps (probabilities into a logits loss)"

@@ -41,7 +41,7 @@ class ModesWatcher(Watcher):
     def on_forward(self, module: nn.Module, inputs: tuple, kwargs: dict, training_step: bool) -> None:
         dependent = self._dependent(module)
         if training_step:
-            if not self.run.root(module).trainable(self.run.steps):
+            if not self.run.trains:
                 return  # a frozen network (a teacher, a feature loss): its mode is its own business
             # eval-mode dropout/batch-norm that trains: its own parameters, or its parent's, get gradients
             self._last_eval_names = [name for name, m, parent in dependent if not m.training

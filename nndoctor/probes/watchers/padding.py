@@ -21,7 +21,6 @@ from torch import nn
 
 from nndoctor.probes.errors import user_call_site
 from nndoctor.probes.watchers.base import Watcher, outside_nndoctor
-from nndoctor.probes.watchers.guarded import Patches
 
 LOOK = 4
 
@@ -43,8 +42,8 @@ class PaddingWatcher(Watcher):
         self.inverted_evidence: dict[str, Any] = {}
         self.losses_read = 0
         self.padded_loss: dict[str, Any] = {}  # the first call whose targets counted padding
-        self.disabled = False
-        self._patches = Patches(lambda: self.disabled or self.run.replaying, self._turn_off)
+        self._patches = self.patches()
+        self._embeddings: dict[int, Any] = {}  # id(root) -> (root, its first embedding or None): looked up once
 
     def start(self) -> None:
         self._cross_entropy = F.cross_entropy  # measures the padded terms without passing our own wrapper
@@ -57,15 +56,18 @@ class PaddingWatcher(Watcher):
                 look(args, kwargs)
         return read
 
-    def _turn_off(self) -> None:
-        self.disabled = True
-
     def stop(self) -> None:
         self._patches.undo()
 
     def _current_root(self):
         call = self.run.last_train_call
         return (self.run.roots.get(id(call[0])), call[1]) if call is not None else (None, ())
+
+    def _embedding(self, root: Any) -> tuple[str, nn.Embedding] | None:
+        known = self._embeddings.get(id(root))
+        if known is None or known[0] is not root:
+            known = self._embeddings[id(root)] = (root, _embedding(root))
+        return known[1]
 
     def _look_mask(self, args: tuple, kwargs: dict) -> None:
         if self.masks_read >= LOOK or torch.compiler.is_compiling():
@@ -83,7 +85,7 @@ class PaddingWatcher(Watcher):
             return
         self.masks_read += 1
         masked, tokens = masked.detach().cpu(), tokens.detach().cpu()
-        found = _embedding(root)
+        found = self._embedding(root)
         pad_id = found[1].padding_idx if found is not None else None
         if pad_id is None:  # the pad: one id filling every unmasked position while the masked ones vary
             shown = tokens[~masked]
@@ -109,7 +111,7 @@ class PaddingWatcher(Watcher):
                 or x.ndim < 2 or not x.requires_grad:
             return
         root, inputs = self._current_root()
-        found = _embedding(root)
+        found = self._embedding(root)
         if found is None or found[1].padding_idx is None:
             return
         pad_id = found[1].padding_idx

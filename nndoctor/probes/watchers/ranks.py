@@ -24,7 +24,7 @@ class RanksWatcher(Watcher):
         self.facts.__exit__(None, None, None)
 
     def on_forward(self, module: nn.Module, inputs: tuple, kwargs: dict, training_step: bool) -> None:
-        if training_step and self.run.root(module).trainable(self.run.steps):
+        if self.run.trains:  # a training forward of a trainable root (the hub's saw_forward says so)
             self.facts.on_training_forward(module, inputs)
 
     def on_before_optimizer_step(self, optimizer) -> None:

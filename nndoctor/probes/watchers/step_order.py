@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import sys
+import weakref
 from typing import Any, Callable
 
 import torch
@@ -104,6 +105,7 @@ class StepOrderWatcher(Watcher):
         self._attempts = 0  # optimizer steps tried through a GradScaler (a skipped step still used the grads)
         self._scaled: tuple[int, torch.Tensor] | None = None  # (id of scaler.scale's output, its input)
         self._scalers: dict[int, dict[str, Any]] = {}  # id(scaler) -> {"scaled", "unscaled": set of optimizer ids}
+        self._held: dict[int, tuple[Any, int, set[int]]] = {}  # id(optimizer) -> (weakref, groups, its params' ids)
         if run.optimizer is not None:
             self._track(run.optimizer)
 
@@ -225,15 +227,20 @@ class StepOrderWatcher(Watcher):
                     o.wiped += o.micro
                     o.wiped_sites |= o.live_sites
                     o.wipe_site = o.wipe_site or _site() or "zero_grad"
-                o.zero_site = o.zero_site or _site() or "zero_grad"
+                if o.window_backwards:  # read only where it can matter: a backward of this window precedes it
+                    o.zero_site = o.zero_site or _site() or "zero_grad"
             o.micro = o.fresh = o.unaveraged = 0
             o.live_sites, o.unaveraged_sites = set(), set()
             o.last_bw = None
             o.since_zero = True
 
     def _zero_optimizer(self, optimizer, *args: Any, **kwargs: Any) -> None:
-        if self.orders:
-            self._zeroed({id(p) for g in optimizer.param_groups for p in g["params"]})
+        if self.orders:  # the ids of its parameters, collected once per optimizer (and when a group is added)
+            held, groups = self._held.get(id(optimizer)), len(optimizer.param_groups)
+            if held is None or held[0]() is not optimizer or held[1] != groups:
+                held = self._held[id(optimizer)] = (weakref.ref(optimizer), groups, {
+                    id(p) for g in optimizer.param_groups for p in g["params"]})
+            self._zeroed(held[2])
 
     def _zero_module(self, module, *args: Any, **kwargs: Any) -> None:
         if self.orders:
