@@ -100,6 +100,10 @@ class DataWaitWatcher(Watcher):
         if self._start_event is not None:
             self._end_event = _record()
 
+    def on_loss_value(self, value: float) -> None:
+        """A framework whose optimizer torch cannot see (Keras) reported the step's loss: the step has ended."""
+        self.on_after_optimizer_step(None)
+
     def _event_at_start(self) -> None:
         if self.device != "cuda":
             return
