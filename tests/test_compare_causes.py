@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from cases.compare_cause_setups import CAUSES, batchnorm_batch_2, misaligned_labels
 from helpers import run_checked
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-
 from cases.data_sources import digits
 from cases.num_cases import _log_of_softmax, _sigmoid_bce
 from helpers import run_checked
+from torch import nn
+
 from nndoctor import Setup
 from nndoctor.checks.numerics import GRADIENT_HARM, LOSS_HARM
 from nndoctor.probes.stable_forms import measure_harm

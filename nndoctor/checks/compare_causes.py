@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -72,7 +73,7 @@ class Intervention:
     advice: str
     # (ctx, cmp) -> the trial and, when it removes the symptom, the control's words ("" = none needed);
     # None when it does not apply
-    trial: Callable[[Context, "Comparison"], tuple[Trial, str] | None]
+    trial: Callable[[Context, Comparison], tuple[Trial, str] | None]
 
 
 def _train(ctx: Context, cmp: Comparison, inputs: Any, targets: torch.Tensor, batch_size: int, steps: int,
