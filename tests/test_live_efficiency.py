@@ -329,3 +329,31 @@ def test_huggingface_adamw_over_every_parameter_is_eff002_and_the_trainers_group
     f = _hf(own_optimizer=True).by_code("EFF002")[0]
     assert f.evidence["one_d_tensors"] > 0 and any("LayerNorm" in m or "norm" in m.lower() for m in f.evidence["modules"])
     assert "EFF002" not in _eff(_hf(own_optimizer=False))
+
+
+# ----- the Keras callback: Keras iterating a torch DataLoader; its steps end at the loss it reports -----------
+def _keras(decode_seconds: float):
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "torch":
+        pytest.skip("keras is not on the torch backend in this process")
+    from nndoctor.integrations.keras import NNDoctorCallback
+
+    class Numpy(Samples):
+        def __getitem__(self, i):
+            x, y = super().__getitem__(i)
+            return x.numpy(), y.numpy()
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(3)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callback = NNDoctorCallback()
+    model.fit(DataLoader(Numpy(48, decode_seconds), batch_size=4), epochs=1, callbacks=[callback], verbose=0)
+    return callback.report()
+
+
+def test_keras_fit_on_a_slow_dataloader_is_eff001_and_in_memory_is_silent(one_thread):
+    report = _keras(decode_seconds=0.02)
+    assert report.by_code("EFF001")[0].evidence["dataset"] == "Numpy" and not _loud(report)
+    assert _eff(_keras(decode_seconds=0.0)) == set()
