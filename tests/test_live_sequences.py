@@ -67,6 +67,60 @@ def test_seq_first_attention_fed_sequence_first_is_silent():
     assert [f.code for f in report.findings if f.severity.value in ("error", "warning")] == []
 
 
+class SquareRows(nn.Module):
+    """Rows of a flattened 4x4 image as a sequence: 16 features per sample, a batch of 16 samples."""
+
+    def __init__(self, batch_first: bool):
+        super().__init__()
+        self.embed, self.head = nn.Linear(4, 16), nn.Linear(16, 3)
+        self.mix = nn.MultiheadAttention(16, 2, batch_first=batch_first)
+
+    def forward(self, v):
+        h = self.embed(v.view(-1, 4, 4))  # (batch, 4 rows, embedding)
+        return self.head(self.mix(h, h, h, need_weights=False)[0].mean(1))
+
+
+def _train_square(model: nn.Module) -> nndoctor.Report:
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 16), torch.randint(0, 3, (64,))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with nndoctor.Monitor() as mon:
+        for i in range(4):
+            b = slice(i * 16, i * 16 + 16)
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[b]), y[b]).backward()
+            opt.step()
+    return mon.report()
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_an_input_as_wide_as_the_batch_is_still_judged_by_the_attention_query(batch_first):
+    # the input is (16, 16): its axis 1 has the batch's size too; the attention's query (16, 4, 16) decides
+    report = _train_square(SquareRows(batch_first))
+    if batch_first:
+        assert [f.code for f in report.findings if f.severity.value in ("error", "warning")] == []
+    else:
+        (finding,) = report.by_code("SHP002")
+        assert finding.location == "model.mix" and finding.evidence["query_shape"] == [16, 4, 16]
+
+
+def test_sequence_first_done_right_with_as_many_steps_as_samples_is_silent():
+    class SeqFirstSquare(SeqClassifier):  # 16 tokens per sequence, 16 sequences per batch
+        def forward(self, tokens):
+            return self.head(self.mix(self.embed(tokens).transpose(0, 1)).mean(0))
+
+    torch.manual_seed(0)
+    model = SeqFirstSquare(batch_first=False, layer="encoder")
+    tokens, y = torch.randint(0, 50, (64, 16)), torch.randint(0, 3, (64,))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with nndoctor.Monitor() as mon:
+        for i in range(4):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(tokens[i * 16:][:16]), y[i * 16:][:16]).backward()
+            opt.step()
+    assert [f.code for f in mon.report().findings if f.severity.value in ("error", "warning")] == []
+
+
 # ----- padding: key-padding-mask polarity (SHP003), padded targets in the loss (LOS005) -----------------------
 PAD = 0
 

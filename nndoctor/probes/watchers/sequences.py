@@ -101,8 +101,8 @@ class SequencesWatcher(Watcher):
         if target.ndim < 1 or x is None or x.ndim < 2:
             return None
         n = target.shape[0]
-        if x.shape[0] != n or x.shape[1] == n or n < 3:  # samples on axis 0 of the input, told apart from axis 1
-            return None
+        if x.shape[0] != n or n < 3:  # samples on axis 0 of the input; the attention's query shape decides below
+            return None  # (an input whose feature count equals the batch size, (64, 64) digits, is still judged)
         twin = _copy(root)
         if twin is None:
             return None
