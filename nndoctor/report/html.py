@@ -222,7 +222,7 @@ def _step_section(report: Report, step: str, heading: str, findings: list[Findin
     infos = [f for f in findings if f.severity == Severity.INFO]
     parts = [f'<section class=step id="step-{step}"><h2>{esc(heading)} '
              f"<small>{esc(step_counts(checks))}</small></h2>"]
-    if not problems:
+    if not problems and (checks or not infos):  # a step with no checks of its own (live EFF info): findings only
         ran = any(c.status in ("passed", "failed") for c in checks)
         parts.append(f'<p class="clean {"ok" if ran else "skipped"}">'
                      f'{_badge("ok" if ran else "skipped")}'
