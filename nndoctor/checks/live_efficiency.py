@@ -94,8 +94,8 @@ def judge_weight_decay(w: Any) -> list[Finding]:
                 evidence={"optimizer": opt.kind, "group": g.index, "weight_decay": g.weight_decay, "lr": g.lr,
                           "one_d_tensors": g.one_d, "one_d_values": g.one_d_elements, "modules": modules,
                           "embeddings": g.embeddings, "tensors_in_group": g.tensors},
-                suggestions=["Two groups: {'params': [p for p in params if p.dim() >= 2], 'weight_decay': wd} and "
-                             "{'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}."]))
+                suggestions=[("Two groups: {'params': [p for p in params if p.dim() >= 2], 'weight_decay': wd} and "
+                              "{'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}.")]))
     return out
 
 
@@ -141,7 +141,7 @@ def judge_gpu(w: Any) -> list[Finding]:
     out = []
     bad = misaligned(layers)
     if bad:
-        layer, share = bad[0]
+        layer = bad[0][0]
         listed = "; ".join(f"{x.path} ({x.kind} {x.in_dim}->{x.out_dim}, {s:.0%} of the multiply-adds)" for x, s in bad[:4])
         out.append(Finding(
             "EFF003", f"Under {layer.dtype} on {f.device}, {len(bad)} layer(s) doing a large share of the model's "
@@ -149,8 +149,8 @@ def judge_gpu(w: Any) -> list[Finding]:
             location=layer.path,
             evidence={"layers": [{"module": x.path, "kind": x.kind, "in": x.in_dim, "out": x.out_dim,
                                   "share": round(s, 3), "dtype": x.dtype} for x, s in bad]},
-            suggestions=["Round those sizes up to a multiple of 8 (64 is better), e.g. pad a vocabulary of 50257 "
-                         "to 50304."]))
+            suggestions=[("Round those sizes up to a multiple of 8 (64 is better), e.g. pad a vocabulary of 50257 "
+                          "to 50304.")]))
     slow, part = channels_first(layers)
     if slow:
         out.append(Finding(
@@ -159,8 +159,8 @@ def judge_gpu(w: Any) -> list[Finding]:
             f"tensor-core convolutions are fastest in channels_last. First: {slow[0].path}.",
             location=slow[0].path,
             evidence={"convs": [x.path for x in slow[:16]], "conv_share": round(part, 3), "dtype": slow[0].dtype},
-            suggestions=["model = model.to(memory_format=torch.channels_last), and "
-                         "x = x.to(device, memory_format=torch.channels_last) for each batch."]))
+            suggestions=[("model = model.to(memory_format=torch.channels_last), and "
+                          "x = x.to(device, memory_format=torch.channels_last) for each batch.")]))
     if float32_training(f, layers):
         n = sum(f.param_dtypes.values())
         out.append(Finding(
@@ -168,6 +168,6 @@ def judge_gpu(w: Any) -> list[Finding]:
             f"{len(layers)} Linear/conv layers computed in float32) although this GPU supports bfloat16.",
             location=f.site or "model",
             evidence={"device": f.device, "parameters": n, "layers": len(layers), "bf16_supported": True},
-            suggestions=["with torch.autocast('cuda', dtype=torch.bfloat16): around the forward and loss "
-                         "(Lightning: precision='bf16-mixed'; Hugging Face: bf16=True)."]))
+            suggestions=[("with torch.autocast('cuda', dtype=torch.bfloat16): around the forward and loss "
+                          "(Lightning: precision='bf16-mixed'; Hugging Face: bf16=True).")]))
     return out
