@@ -1,6 +1,7 @@
 """Run the playbook's checks in order, within a time budget, recording each check's status."""
 from __future__ import annotations
 
+import importlib
 import time
 import traceback
 import zlib
@@ -170,15 +171,12 @@ def _import_torch_lazily_loaded_parts() -> float:
     import torch._dynamo  # noqa: F401
 
     all_checks()
-    try:
-        import sklearn.dummy  # noqa: F401
-        import sklearn.linear_model  # noqa: F401
-        import sklearn.multioutput  # noqa: F401
-        import sklearn.neighbors  # noqa: F401
-        import sklearn.pipeline  # noqa: F401
-        import sklearn.preprocessing  # noqa: F401
-    except ImportError:  # the checks that need it say so themselves
-        pass
+    for module in ("sklearn.dummy", "sklearn.linear_model", "sklearn.multioutput", "sklearn.neighbors",
+                   "sklearn.pipeline", "sklearn.preprocessing"):
+        try:
+            importlib.import_module(module)
+        except ImportError:  # the checks that need it say so themselves
+            break
     return round(time.monotonic() - t0, 3)
 
 
