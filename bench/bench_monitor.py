@@ -1,17 +1,21 @@
 """Overhead of the Monitor on a plain training step, next to torch.autograd.detect_anomaly.
 
-Plain, monitored and anomaly-mode steps are interleaved in one process (round-robin blocks), on an
-MLP, a CNN with batch-norm and a small transformer, CPU. Prints the ratio of median step times, for
-``Monitor(model, optimizer)`` and for ``Monitor()`` (what ``nndoctor run`` uses). Times are CPU time of
-one thread (``torch.set_num_threads(1)``, ``time.thread_time``), which a machine shared with other jobs
-disturbs far less than the wall clock. Then the fixed cost per step in microseconds: on a model so small that a step is mostly overhead,
-the fastest block of each kind (minimum, not median: other jobs only ever add time).
+Plain, monitored and anomaly-mode steps are interleaved in one process (round-robin blocks of ~0.2 s, the
+order reversed every other round; ``--rounds`` rounds, more within ~20 s of CPU per model), on an MLP, a
+CNN with batch-norm and a small transformer, CPU. Prints, for ``Monitor(model, optimizer)`` and for
+``Monitor()`` (what ``nndoctor run`` uses), the median over the rounds of each block's step time over the
+plain block of the same round, its interquartile range in brackets (a machine shared with other jobs slows
+whole seconds, which divide out of a round), and ``min``: the fastest block over the fastest plain block
+(other jobs only ever add time). The first ``WARM`` steps of each monitored block (a run's one-off
+readings) are not timed. Times are CPU time of one thread (``torch.set_num_threads(1)``,
+``time.thread_time``), which such jobs disturb far less than the wall clock. Then the fixed cost per step
+in microseconds: on a model so small that a step is mostly overhead, the fastest block of each kind.
 
 ``--memory`` adds the Monitor's extra peak memory on a ~100M-parameter model (CPU), two ways: the bytes of
 tensors reachable from the watchers after the first steps, and the growth of the process's peak resident
 memory (``ru_maxrss``) from plain steps to monitored steps, in a fresh process.
 
-    python bench/bench_monitor.py [--steps 60] [--rounds 5] [--memory]
+    python bench/bench_monitor.py [--steps 30] [--rounds 9] [--memory]
 """
 from __future__ import annotations
 
@@ -67,23 +71,44 @@ def timed_steps(model, opt, x, y, steps: int) -> float:
     return (time.thread_time() - t0) / steps
 
 
+WARM = 8  # monitored steps not timed in each block: a run's one-off first readings (parameter statistics
+# of steps 1-4, the update-size sample of step 8) are not its per-step cost
+
+
+def block(kind: str, model, opt, x, y, steps: int) -> float:
+    if kind == "plain":
+        return timed_steps(model, opt, x, y, steps)
+    if kind == "detect_anomaly":
+        with torch.autograd.detect_anomaly(check_nan=True):
+            return timed_steps(model, opt, x, y, steps)
+    with Monitor(model, opt) if kind == "monitor" else Monitor():  # Monitor(): every module and optimizer, as `nndoctor run`
+        timed_steps(model, opt, x, y, WARM)
+        return timed_steps(model, opt, x, y, steps)
+
+
 def bench(name, build, steps: int, rounds: int) -> None:
     torch.manual_seed(0)
     model, x, y = build()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     timed_steps(model, opt, x, y, 5)  # warm-up
-    results = {"plain": [], "monitor": [], "run": [], "detect_anomaly": []}
-    for _ in range(rounds):
-        results["plain"].append(timed_steps(model, opt, x, y, steps))
-        with Monitor(model, opt):
-            results["monitor"].append(timed_steps(model, opt, x, y, steps))
-        with Monitor():  # every module and optimizer, as `nndoctor run`
-            results["run"].append(timed_steps(model, opt, x, y, steps))
-        with torch.autograd.detect_anomaly(check_nan=True):
-            results["detect_anomaly"].append(timed_steps(model, opt, x, y, steps))
+    steps = max(5, min(steps, round(0.2 / timed_steps(model, opt, x, y, 3))))  # blocks of ~0.2 s: many short rounds
+    kinds = ("plain", "monitor", "run", "detect_anomaly")
+    results: dict[str, list[float]] = {k: [] for k in kinds}
+    start, r = time.thread_time(), 0
+    while r < rounds or (r < 4 * rounds and time.thread_time() - start < 20):  # small models: more rounds, ~20 s
+        for kind in kinds if r % 2 == 0 else kinds[::-1]:  # each kind as often first as last: a drift cancels
+            results[kind].append(block(kind, model, opt, x, y, steps))
+        r += 1
     plain = statistics.median(results["plain"])
-    mon, run, anomaly = (statistics.median(results[k]) / plain for k in ("monitor", "run", "detect_anomaly"))
-    print(f"{name:<12} plain {plain * 1e3:7.2f} ms/step   Monitor {mon:5.2f}x   Monitor() {run:5.2f}x   "
+    # each block against the plain block of its own round, then the median: a busy minute divides out
+    ratios = {k: sorted(t / p for t, p in zip(results[k], results["plain"])) for k in kinds[1:]}
+    anomaly = statistics.median(ratios["detect_anomaly"])
+
+    def shown(k: str) -> str:  # the median, its interquartile range, and the fastest block over the fastest plain one
+        r, fastest = ratios[k], min(results[k]) / min(results["plain"])  # (other jobs only ever add time)
+        return f"{statistics.median(r):5.2f}x [{r[len(r) // 4]:.2f}-{r[-1 - len(r) // 4]:.2f}] min {fastest:4.2f}x"
+
+    print(f"{name:<12} plain {plain * 1e3:7.2f} ms/step   Monitor {shown('monitor')}   Monitor() {shown('run')}   "
           f"detect_anomaly {anomaly:5.2f}x")
 
 
@@ -96,12 +121,8 @@ def fixed_cost(rounds: int) -> None:
     best = {"plain": [], "monitor": [], "run": []}
     for _ in range(max(3, rounds * 4)):
         best["plain"].append(timed_steps(model, opt, x, y, 100))
-        with Monitor(model, opt):
-            timed_steps(model, opt, x, y, 3)  # the first steps' one-off readings are not the steady cost
-            best["monitor"].append(timed_steps(model, opt, x, y, 100))
-        with Monitor():
-            timed_steps(model, opt, x, y, 3)
-            best["run"].append(timed_steps(model, opt, x, y, 100))
+        best["monitor"].append(block("monitor", model, opt, x, y, 100))
+        best["run"].append(block("run", model, opt, x, y, 100))
     plain = min(best["plain"])
     print(f"{'fixed cost':<12} plain {plain * 1e6:7.0f} us/step   Monitor +{(min(best['monitor']) - plain) * 1e6:.0f} us"
           f"   Monitor() +{(min(best['run']) - plain) * 1e6:.0f} us per step")
@@ -174,7 +195,7 @@ def main() -> None:
     torch.set_num_threads(1)
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--memory", action="store_true", help="also the extra peak memory on a ~100M-parameter model")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

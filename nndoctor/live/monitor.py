@@ -3,7 +3,7 @@
 (``checks/``) turn the measurements into findings, one check in the report per watcher.
 ``with nndoctor.Monitor(model, optimizer) as mon: <the user's loop>``, then ``mon.report()``;
 ``Monitor()`` with no model watches every module and optimizer (``nndoctor run``, framework callbacks).
-Hot path: the per-module hooks only track which root module runs; one host transfer per optimizer step.
+Hot path: a global forward pre-hook (a post-hook only without a model); one host transfer per optimizer step.
 """
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ from nndoctor.findings import Finding
 from nndoctor.live.events import EVENTS, MonitorEvents
 from nndoctor.live.patch import wrap
 from nndoctor.live.registry import LIVE_CHECKS
-from nndoctor.probes.errors import user_call_site
-from nndoctor.probes.watchers.base import LiveRun, Watcher, outside_nndoctor, read_step
+from nndoctor.probes.watchers.base import LiveRun, Watcher, read_step, user_site
 from nndoctor.report.model import Report
 
 _compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # compiled graphs: the hooks return at once
@@ -52,8 +51,9 @@ class Monitor(MonitorEvents):
 
     # ----- install / remove ----------------------------------------------------------------------
     def __enter__(self) -> "Monitor":
-        hooks = [module_hooks.register_module_forward_pre_hook(self._pre_forward),
-                 module_hooks.register_module_forward_hook(self._post_forward, always_call=True)]
+        hooks = [module_hooks.register_module_forward_pre_hook(self._pre_forward)]
+        if self.model is None:  # the running root, so that the modules it calls are not roots
+            hooks.append(module_hooks.register_module_forward_hook(self._post_forward, always_call=True))
         on = self.optimizer  # given: its own hooks; else every optimizer's
         pre, post = (lambda opt, *_: self.on_before_optimizer_step(opt)), (lambda opt, *_: self.on_after_optimizer_step(opt))
         hooks += [on.register_step_pre_hook(pre), on.register_step_post_hook(post)] if on is not None else \
@@ -81,12 +81,14 @@ class Monitor(MonitorEvents):
 
     # ----- PyTorch's hooks -> events ----------------------------------------------------------------
     def _pre_forward(self, module: nn.Module, args: tuple) -> None:
-        # With a model given, watch it wherever it is called (a DDP wrapper calls it one level down).
+        # A given model is the root wherever it is called (a DDP wrapper calls it one level down).
         if _compiling() or self._root is not None or self.run.replaying:
             return
-        if self.model is None or module is self.model:
+        if self.model is None:
             self._root = module
-            self.on_forward(module, args, {}, torch.is_grad_enabled() and not torch.is_inference_mode_enabled())
+        elif module is not self.model:
+            return
+        self.on_forward(module, args, {}, torch.is_grad_enabled() and not torch.is_inference_mode_enabled())
 
     def _post_forward(self, module: nn.Module, args: tuple, output: Any) -> None:
         if not _compiling() and module is self._root:
@@ -97,7 +99,7 @@ class Monitor(MonitorEvents):
             self.on_backward(tensor)
 
     def _optimizer_built(self, optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
-        if site := user_call_site(outside_nndoctor(sys._getframe(1)))[0]:  # "" when nndoctor itself built it
+        if site := user_site(sys._getframe(1)):  # "" when nndoctor itself built it
             self.on_optimizer_created(optimizer, site)
 
     # ----- events -> watchers ---------------------------------------------------------------------------
