@@ -18,6 +18,7 @@ from nndoctor.checks import SkipCheck, check
 from nndoctor.context import Context
 from nndoctor.findings import Finding
 from nndoctor.probes.batch_sizes import batch_sizes
+from nndoctor.probes.small_batch import forward_failure
 
 # ----- MOD001 ----------------------------------------------------------------------------------
 
@@ -162,7 +163,11 @@ def batchnorm_batch_size(ctx: Context) -> None:
         batches = f"The last batch of every epoch has {smallest} sample{plural}"
     message = (f"{batches} ({sizes.samples} samples, {sizes.how}), and batch-norm in train mode normalises with "
                f"the statistics of the batch: {names}.")
-    if crashing:
+    failure = forward_failure(ctx, ctx.first_batch(), smallest) if crashing else None
+    if failure:  # measured: a copy's forward on that many samples raises, so the batch size is the cause
+        message += (f" Measured: a copy's forward pass on {smallest} sample{plural} in train mode raises "
+                    f"\"{failure}\": training crashes at that batch.")
+    elif crashing:
         message += (f" With one value per channel, {_name(crashing[0])} raises \"Expected more than 1 value per "
                     "channel when training\": training crashes at that batch.")
     else:
@@ -176,11 +181,14 @@ def batchnorm_batch_size(ctx: Context) -> None:
     if sizes.batch_size < TINY:
         fixes.append("Use a larger batch.")
     fixes.append("Or replace batch-norm with GroupNorm/LayerNorm, which do not depend on the batch.")
+    evidence = {"batch_size": sizes.batch_size, "smallest_batch": smallest, "samples": sizes.samples,
+                "drop_last": sizes.drop_last, "layers": [_name(p) for p in layers],
+                "values_per_channel": {_name(p): v for p, v in per_channel.items()}}
+    if failure:
+        # only the crash is measured; the noise of 2-3 samples' statistics is a risk without a measured harm
+        evidence.update(cause="batch-size", measured_failure=failure)
     ctx.emit("MOD003", message, location=_name(first), severity="error" if crashing else None,
-             evidence={"batch_size": sizes.batch_size, "smallest_batch": smallest, "samples": sizes.samples,
-                       "drop_last": sizes.drop_last, "layers": [_name(p) for p in layers],
-                       "values_per_channel": {_name(p): v for p, v in per_channel.items()}},
-             suggestions=fixes)
+             evidence=evidence, suggestions=fixes)
 
 
 # ----- live runs (``nndoctor run``, Monitor): the modes watcher's measurements -----------------------------
