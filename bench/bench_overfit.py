@@ -4,8 +4,8 @@ Prints seconds and step counts; asserts nothing.
 
     python bench/bench_overfit.py [--models mlp_digits,cnn_bn_digits] [--repeat 3] [--bugs]
 
-torch's intra-op threads spin while they wait: on a machine shared with other busy processes, compare
-``OMP_NUM_THREADS=1`` with the default (the figures in the report say which was used).
+The playbook runs torch on one thread whatever ``OMP_NUM_THREADS`` says (a step 1 over 0.5 s gets the threads
+back): on a machine shared with other busy processes, waiting intra-op threads made these seconds swing tenfold.
 """
 from __future__ import annotations
 
