@@ -194,11 +194,10 @@ def read_once(tensors: list[torch.Tensor]) -> list[float]:
     are gathered there first)."""
     if not tensors:
         return []
-    if all(t.dim() == 0 for t in tensors):
-        try:  # scalars on one device, the usual case: one op, then the transfer
-            return torch.stack(tensors).tolist()
-        except RuntimeError:  # several devices
-            pass
+    try:  # same-shaped tensors on one device (scalars, the usual case): one op, then the transfer; stacked
+        return torch.stack(tensors).reshape(-1).tolist()  # rows flatten in the same order as the tensors
+    except RuntimeError:  # several shapes or devices
+        pass
     flat = [t.detach().reshape(-1).float() for t in tensors]
     device = next((t.device for t in flat if t.device.type != "cpu"), None)
     return torch.cat([t.to(device) for t in flat] if device is not None else flat).tolist()

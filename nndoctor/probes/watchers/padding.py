@@ -105,14 +105,14 @@ class PaddingWatcher(Watcher):
     def _look_loss(self, args: tuple, kwargs: dict) -> None:
         if self.losses_read >= LOOK or self.padded_loss or torch.compiler.is_compiling():
             return
+        root, inputs = self._current_root()
+        found = self._embedding(root)  # the cheap, usually decisive test first: no padded embedding, no reading
+        if found is None or found[1].padding_idx is None:
+            return
         x = args[0] if args else kwargs.get("input")
         target = args[1] if len(args) > 1 else kwargs.get("target")
         if not isinstance(x, torch.Tensor) or not isinstance(target, torch.Tensor) or target.is_floating_point() \
                 or x.ndim < 2 or not x.requires_grad:
-            return
-        root, inputs = self._current_root()
-        found = self._embedding(root)
-        if found is None or found[1].padding_idx is None:
             return
         pad_id = found[1].padding_idx
         ignore = kwargs.get("ignore_index", args[4] if len(args) > 4 else -100)

@@ -230,7 +230,8 @@ class StepOrderWatcher(Watcher):
                 if o.window_backwards:  # read only where it can matter: a backward of this window precedes it
                     o.zero_site = o.zero_site or _site() or "zero_grad"
             o.micro = o.fresh = o.unaveraged = 0
-            o.live_sites, o.unaveraged_sites = set(), set()
+            o.live_sites.clear()
+            o.unaveraged_sites.clear()
             o.last_bw = None
             o.since_zero = True
 
