@@ -1,0 +1,89 @@
+"""The Monitor's hot path (issue 15): one stacked host read per optimizer step, roots found with one global
+pre-hook when a model is given (the post-hook only for ``Monitor()``), and the memoised user call site that
+the step-order watcher asks on every backward equal to the full frame walk."""
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch import nn
+from torch.nn.modules import module as module_hooks
+
+import nndoctor
+from nndoctor.probes.errors import user_call_site
+from nndoctor.probes.watchers import base
+from nndoctor.probes.watchers.base import outside_nndoctor, user_site
+
+
+class Wrapper(nn.Module):
+    """Calls the model one level down, as DDP does."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x)
+
+
+def _train(call, opt, steps: int, *monitor_args):
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    with nndoctor.Monitor(*monitor_args) as mon:
+        for _ in range(steps):
+            opt.zero_grad()
+            nn.functional.cross_entropy(call(x), y).backward()
+            opt.step()
+    return mon
+
+
+def test_one_stacked_read_per_optimizer_step(monkeypatch):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.1), nn.Linear(8, 2))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    reads, original = [], base.read_once
+    monkeypatch.setattr(base, "read_once", lambda tensors: reads.append(len(tensors)) or original(tensors))
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    with nndoctor.Monitor(model, opt):
+        for _ in range(12):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        during = list(reads)
+    assert len(during) == 12 and all(n >= 2 for n in during)  # the loss and the gradient norms, every step
+
+
+def test_a_given_model_is_the_root_wherever_it_is_called_without_a_post_hook():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    wrapper = Wrapper(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = len(module_hooks._global_forward_hooks)
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    with nndoctor.Monitor(model, opt) as mon:
+        during = len(module_hooks._global_forward_hooks)  # no post-hook on every module call
+        for _ in range(3):
+            opt.zero_grad()
+            nn.functional.cross_entropy(wrapper(x), y).backward()
+            opt.step()
+    assert during == before
+    assert set(mon.run.roots) == {id(model)} and mon.run.last_train_call[0] is model and mon.run.roots[id(model)].trained
+
+
+def test_without_a_model_the_outermost_module_is_the_root():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    wrapper = Wrapper(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mon = _train(wrapper, opt, 3)
+    assert set(mon.run.roots) == {id(wrapper)} and mon.run.last_train_call[0] is wrapper
+
+
+def test_the_memoised_call_site_is_the_frame_walks():
+    def site():  # as a watcher asks: from inside a callee, the caller's line
+        return user_site(sys._getframe(1)), user_call_site(outside_nndoctor(sys._getframe(1)))[0]
+
+    line = sys._getframe().f_lineno
+    first, walked = site()
+    again, _ = site()
+    assert first == walked and first.endswith(f"test_monitor_hot_path.py:{line + 1}")
+    assert again.endswith(f":{line + 2}") and site() == site()  # memoised per line, not per function
