@@ -52,12 +52,13 @@ class OptimizerWatcher(Watcher):
         self.stepped: dict[int, Any] = {}  # id -> weakref of optimizers that stepped
         self.steps_of: dict[int, int] = {}
         self.updates: dict[int, _Updates] = {}
-        self.backwards = 0
         if run.optimizer is not None:
             self.created[id(run.optimizer)] = (weakref.ref(run.optimizer), "optimizer")
 
-    def on_backward(self, loss: torch.Tensor) -> None:
-        self.backwards += 1
+    @property
+    def backwards(self) -> int:
+        """backward() calls on a scalar (the hub counts them: no event per backward here)."""
+        return self.run.backwards
 
     def on_optimizer_created(self, optimizer, site: str) -> None:
         self.created[id(optimizer)] = (weakref.ref(optimizer), site)
@@ -113,7 +114,9 @@ class OptimizerWatcher(Watcher):
             u.done = True
 
     def on_after_optimizer_step(self, optimizer) -> None:
-        self.stepped[id(optimizer)] = weakref.ref(optimizer)
+        ref = self.stepped.get(id(optimizer))
+        if ref is None or ref() is not optimizer:  # (a new optimizer may reuse a collected one's id)
+            self.stepped[id(optimizer)] = weakref.ref(optimizer)
         self.steps_of[id(optimizer)] = self.steps_of.get(id(optimizer), 0) + 1
 
     def on_run_end(self) -> None:
