@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import time
 import traceback
 import zlib
@@ -29,8 +30,8 @@ MODES = ("quick", "default", "thorough")
 MODE_BUDGETS = {"quick": QUICK_BUDGET, "default": DEFAULT_BUDGET, "thorough": THOROUGH_BUDGET}
 QUICK_STEPS = ("run", "bugs", "overfit")  # no baselines, no comparisons: those need trained copies
 INTERRUPTED = "interrupted (Ctrl-C)"
-HEAVY_STEP = 0.5  # s: step 1 (one training step on one thread, data read included) longer than this gets
-# torch's threads back: such steps are long enough for intra-op parallelism to pay
+HEAVY_STEP = 0.2  # s: step 1 (one training step on one thread, data read included) longer than this gets
+# torch's threads back, as many as there are idle cores: such steps are long enough for intra-op parallelism to pay
 
 
 def check(
@@ -158,7 +159,7 @@ def _run_checks(ctx: Context, records: list[CheckRecord], selected: set[str], ig
             torch.set_grad_enabled(grad_mode)
         records.append(CheckRecord(spec.name, status, time.monotonic() - t0, detail, spec.step))
         if spec.name == "one-training-step" and records[-1].seconds > HEAVY_STEP:
-            torch.set_num_threads(threads)
+            torch.set_num_threads(max(1, min(threads, _idle_cores())))
 
 
 def _import_torch_lazily_loaded_parts() -> float:
@@ -187,14 +188,25 @@ def _one_thread() -> Iterator[int]:
     The copies nndoctor trains are small and their ops short: a second thread barely shortens them on an
     idle machine (0.9-1.1x, by model), while on a busy one every op waits for a descheduled thread:
     a default check measured 10.7 s with 2 threads and 0.31 s with one (MLP on digits), 20.1 s and 3.9 s
-    (small transformer), on 2 shared cores. A model whose training step is heavy gets the threads back
-    after step 1 (``HEAVY_STEP``)."""
+    (small transformer), on 2 shared cores. A model whose training step is heavy gets threads back after
+    step 1 (``HEAVY_STEP``), up to the cores that are idle."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         yield threads
     finally:
         torch.set_num_threads(threads)
+
+
+def _idle_cores() -> int:
+    """Cores no other process is using: the machine's cores less the 1-minute load average (which counts
+    this process too). More threads than these wait for each other on every op."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # Windows: no load average; trust the user's thread count
+        return cores
+    return int(cores - load)
 
 
 def _left_out_of_quick(spec, ctx: Context) -> bool:

@@ -3,6 +3,8 @@ torch thread and the user's thread count comes back; --quick leaves out the lear
 still finds the planted bug; the default budget is the one --help states."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 import nndoctor
@@ -63,17 +65,26 @@ def test_default_budget_is_the_one_help_states():
     assert f"default {DEFAULT_BUDGET:g} s" in help_text
 
 
-def test_a_heavy_step_gives_the_threads_back(monkeypatch):
-    """After a step 1 longer than HEAVY_STEP (here: any), the later steps run with the user's threads."""
+def test_a_heavy_step_gets_threads_back_up_to_the_idle_cores(monkeypatch):
+    """After a step 1 longer than HEAVY_STEP (here: any), the later steps run with the user's threads where
+    cores are idle, and on one thread where the machine is busy."""
     from nndoctor import playbook
 
     monkeypatch.setattr(playbook, "HEAVY_STEP", 0.0)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        seen: list[int] = []
-        run_checked(_counting_threads(mlp_digits(), seen), select=["RUN", "OFB000"])
-        assert seen[0] == 1 and seen[-1] == 2  # step 1 on one thread, the overfit step on the user's two
-        assert torch.get_num_threads() == 2
+        for idle, later in ((8, 2), (0, 1)):
+            monkeypatch.setattr(playbook, "_idle_cores", lambda idle=idle: idle)
+            seen: list[int] = []
+            run_checked(_counting_threads(mlp_digits(), seen), select=["RUN", "OFB000"])
+            assert seen[0] == 1 and seen[-1] == later  # step 1 on one thread; the overfit step as the cores allow
+            assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_idle_cores_are_at_most_the_cores():
+    from nndoctor.playbook import _idle_cores
+
+    assert _idle_cores() <= (os.cpu_count() or 1)
