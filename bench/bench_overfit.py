@@ -4,8 +4,8 @@ Prints seconds and step counts; asserts nothing.
 
     python bench/bench_overfit.py [--models mlp_digits,cnn_bn_digits] [--repeat 3] [--bugs]
 
-The playbook runs torch on one thread whatever ``OMP_NUM_THREADS`` says (a step 1 over 0.5 s gets the threads
-back): on a machine shared with other busy processes, waiting intra-op threads made these seconds swing tenfold.
+The playbook runs torch on one thread whatever ``OMP_NUM_THREADS`` says (a step 1 over 0.2 s gets threads
+back, up to the idle cores): on a machine shared with other busy processes, waiting intra-op threads made these seconds swing tenfold.
 """
 from __future__ import annotations
 
