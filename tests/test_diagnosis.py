@@ -22,14 +22,14 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _report(build):
-    return run_checked(build(), select=("OFB",), budget=None)  # no clock: the decisions, not the time
+def _report(build, select=("OFB",)):
+    return run_checked(build(), select=select, budget=None)  # no clock: the decisions, not the time
 
 
 @pytest.mark.parametrize("name", sorted(CAUSES))
 def test_planted_cause_is_confirmed(name):
     case = BY_NAME[name]
-    report = _report(case.build)
+    report = _report(case.build, case.select)
     found = [f for f in report.findings if f.code == case.codes[0]]
     assert found, f"{name}: {[(f.code, f.message) for f in report.findings]}"
     f = found[0]
@@ -42,7 +42,7 @@ def test_planted_cause_is_confirmed(name):
 @pytest.mark.parametrize("name", sorted(CAUSES))
 def test_clean_twin_has_no_cause_and_no_warning(name):
     case = BY_NAME[name]
-    report = _report(case.twin)
+    report = _report(case.twin, case.select)
     assert not [f for f in report.findings if f.evidence.get("cause") == CAUSES[name]]
     loud = [(f.code, f.message) for f in report.findings if f.severity.value in ("error", "warning")]
     assert loud == []

@@ -68,8 +68,10 @@ the fix works.
 While training on one batch the loss became NaN/Inf or climbed to ten times its start. nndoctor then
 trains copies with your learning rate 10x and 100x lower (and the range test's suggestion): if one
 reaches the goal and stays there, it is the learning rate and the message shows both curves; if none
-does, it is a numerical problem and the message points to the NUM (and DAT002) findings. A loss that
-is NaN/Inf at the first step, before any update, is never the learning rate.
+does, the other changes of the differential diagnosis (OFB004) run, and the one that reaches the goal
+is the cause (e.g. raw inputs standardised: `preprocessing`); if none does, it is a numerical problem
+and the message points to the NUM (and DAT002) findings. A loss that is NaN/Inf at the first step,
+before any update, is never the learning rate.
 """,
         why="An exploding run destroys the weights (dead ReLUs, NaN parameters); nothing after it learns.",
         example="""
@@ -92,7 +94,9 @@ On one fixed batch the loss fell and climbed back by at least 30% of its start, 
 and left it again, or crept up although each step points downhill, instead of converging. nndoctor
 confirms that your learning rate 10x or 100x lower reaches the goal and stays there, and reads the
 same samples of your dataset twice: different targets mean labels drawn anew on every read; different
-inputs mean random augmentation, so a real single-batch run would chase a moving target.
+inputs mean random augmentation, so a real single-batch run would chase a moving target. When no
+lower rate settles it, the other changes of the differential diagnosis (OFB004) run; the one that
+reaches the goal is the cause (dropout 0.9 under momentum: `regularisation`), with severity error.
 """,
         why="Steps overshoot the minimum; training is slow, noisy and may end far from where it could.",
         example="""
@@ -113,13 +117,16 @@ property of each sample; turn augmentation off to overfit a batch.
 On one fixed batch the error did not reach the goal: it plateaus (its second half brought less than
 2% of its start), or it is still falling but more than 4x the goal after 500 steps. nndoctor then
 runs a differential diagnosis (checks/diagnosis.py): one change at a time on copies, same batch, seed
-and step budget, cheapest and most likely first: raw targets/inputs standardised, the learning rate
-from a range test over 1e-7..10, the optimizer rebuilt over the model's own parameters (when no
-parameter moved), default re-initialisation (constant weights), the output activation removed, no
-weight decay, no dropout, a width-1/2 bottleneck widened, and the mechanical fixes of earlier
-findings. The first change that removes the symptom is the cause: `evidence.cause`,
-`evidence.verified_fix` (before/after) and severity error. If none does, the message lists each
-change ruled out, with its numbers. A descent nearly at the goal when time runs out is info.
+and step budget, most likely first: the mechanical fixes of earlier findings (a softmax before
+cross-entropy removed, LOS001), raw targets/inputs standardised, then standardised with the learning
+rate retuned by a range test on the standardised copy (targets at 3000 +- 30 under SGD: neither change
+alone gets there), the learning rate from a range test over 1e-7..10, the optimizer rebuilt over the
+model's own parameters (when no parameter moved), default re-initialisation (constant weights), the
+output activation removed, no weight decay, no dropout, a width-1/2 bottleneck widened. The first
+change that reaches the goal is the cause: `evidence.cause`, `evidence.verified_fix` (before/after)
+and severity error; one that only leaves at most a quarter of the final error counts when no later
+one reaches the goal. If none does, the message lists each change ruled out, with its numbers. A
+descent nearly at the goal when time runs out is info.
 """,
         why="""
 If a model cannot memorise 64 samples, it will not learn the whole data set: something stops the

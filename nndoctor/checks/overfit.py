@@ -171,7 +171,14 @@ def _too_fast(ctx: Context, exp: Experiment, shape: curve.Shape, code: str) -> N
     if sweep is not None:
         evidence["lr_range"] = sweep.evidence()
     lower = _lower_rate_that_converges(exp, sweep)
-    if lower is not None:
+    # not the rate alone: the other changes, one at a time (dropout 0.9 under momentum oscillates at any rate)
+    d = diagnose(exp, skip=("learning-rate",)) if lower is None else Diagnosis()
+    if d.cause is not None:
+        message += d.words()
+        suggestions.append(d.advice)
+        evidence.update(cause=d.cause, verified_fix=d.verified_fix, tried=d.tried)
+        exp.keep_curve(f"confirmation: {d.change}", d.run)
+    elif lower is not None:
         k, c = lower
         message += (f" Confirmed: it is the learning rate. With lr {num(c.lr)} ({10 ** -k:g}x lower) the copy reaches "
                     f"the goal in {c.converged_at} steps and stays there.")
@@ -193,6 +200,9 @@ def _too_fast(ctx: Context, exp: Experiment, shape: curve.Shape, code: str) -> N
         suggestions.append("Check for log/exp/division on unbounded values, and for unnormalised inputs (DAT001).")
     else:
         message += " A learning rate 10x or 100x lower did not settle it either."
+    if d.cause is None and d.ruled_out:
+        message += d.words()
+        evidence["tried"] = d.tried
     if code == "OFB003":
         reread = read_twice(exp.ctx.train)
         if reread is not None:
@@ -206,7 +216,7 @@ def _too_fast(ctx: Context, exp: Experiment, shape: curve.Shape, code: str) -> N
                 message += (f" Reading the same samples twice ({reread.how}) gave different inputs (random "
                             "augmentation): a fixed batch is a moving target when read through the dataset.")
     ctx.emit(code, message, location="optimizer" if lower is not None else "model", evidence=evidence,
-             suggestions=suggestions, severity="error" if lower is not None else None)
+             suggestions=suggestions, severity="error" if lower is not None or d.cause is not None else None)
 
 
 def _lower_rate_that_converges(exp: Experiment, sweep: LrRange | None) -> tuple[int, OneBatch] | None:
