@@ -270,10 +270,10 @@ def _candidates(exp: Experiment, skip: tuple[str, ...]) -> Iterator[tuple[str, s
     # before cross-entropy (LOS001) also trains with a 10x rate, but removing it is the fix
     for finding in list(exp.ctx.findings):
         trial = fix_trial(exp.ctx, finding)
-        if trial is not None and trial.before is None and finding.code in FIX_CAUSES:  # others: verify_fixes
-            if FIX_CAUSES[finding.code] not in skip:
-                yield (FIX_CAUSES[finding.code], f"Fix {finding.code} at {finding.location}.",
-                       f"{trial.description} ({finding.code})", trial.after)
+        cause = FIX_CAUSES.get(finding.code)
+        if trial is None or trial.before is not None or cause is None or cause in skip:
+            continue  # no mechanical fix, or one verify_fixes judges on its own
+        yield cause, f"Fix {finding.code} at {finding.location}.", f"{trial.description} ({finding.code})", trial.after
     for intervention in INTERVENTIONS:
         if intervention.cause in skip:
             continue
