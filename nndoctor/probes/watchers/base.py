@@ -195,7 +195,8 @@ def read_once(tensors: list[torch.Tensor]) -> list[float]:
     if not tensors:
         return []
     try:  # same-shaped tensors on one device (scalars, the usual case): one op, then the transfer; stacked
-        return torch.stack(tensors).reshape(-1).tolist()  # rows flatten in the same order as the tensors
+        stacked = torch.stack(tensors)  # rows flatten in the same order as the tensors
+        return (stacked if stacked.dim() == 1 else stacked.reshape(-1)).tolist()
     except RuntimeError:  # several shapes or devices
         pass
     flat = [t.detach().reshape(-1).float() for t in tensors]
