@@ -23,7 +23,9 @@ lifts the model out of the symptom names `evidence.cause`, with `verified_fix` b
 the finding an error; CMP002 carries the same): classes resampled to equal frequency when they are
 imbalanced (`class-imbalance`), the given trained model trained further (`training-length`, only with
 `trained=True`: nndoctor's own copy's length is no fault of yours), a batch of 8 or fewer made 32
-(`batch-size`, only when training four times as long at your batch size does not also remove it).
+(`batch-size`, only when training four times as long at your batch size does not also remove it), a
+hidden Linear of 2 units or fewer between wider layers widened (`architecture`: such a layer can nearly
+memorise one batch, so only the whole set shows it).
 """,
         why="""
 A model can train without an error and still learn nothing useful. If it cannot beat always

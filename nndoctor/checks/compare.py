@@ -269,12 +269,12 @@ def beats_baselines(ctx: Context) -> None:
             suggestions.append("A deep model should at least match a linear one: look for an information bottleneck "
                                "(a layer narrower than the number of outputs), a slice or mask that drops features, "
                                "or too strong regularisation.")
-            if short:
-                message += f" Only a hint: {short}."
-                suggestions.append("Train longer, or pass your trained model with Setup(trained=True).")
             evidence.update(linear=cmp.score(linear.predictions), lead=lead, margin=margin,
                             still_improving=cmp.still_improving)
             confirmed = confirmed_cause(ctx, evidence, cmp, suggestions)
+            if short and not confirmed:  # a change that removed it in as many steps is no hint
+                message += f" Only a hint: {short}."
+                suggestions.append("Train longer, or pass your trained model with Setup(trained=True).")
             message += confirmed
             ctx.emit("CMP001", message, severity="error" if confirmed else "info" if short else "warning",
                      location=bottleneck[0] if bottleneck else "model", evidence=evidence, suggestions=suggestions)

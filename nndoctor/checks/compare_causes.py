@@ -10,7 +10,8 @@ cause (INTERFACE.md §3) with the numbers before and after:
   - ``class-imbalance``: training samples resampled so every class is drawn equally often;
   - ``training-length``: the given trained model (Setup(trained=True)) trained further, as a copy;
   - ``batch-size``: a tiny batch (<= SMALL_BATCH) made larger; only when training as long again four
-    times at the user's batch size does not also remove it (then the copy was just short).
+    times at the user's batch size does not also remove it (then the copy was just short);
+  - ``architecture``: a bottleneck (a hidden Linear of 2 units or fewer) widened.
 Runs only when the symptom is seen, once per playbook run (memoised).
 """
 from __future__ import annotations
@@ -25,11 +26,12 @@ import numpy as np
 import torch
 
 from nndoctor import data as D
+from nndoctor.checks.bottleneck import widened
 from nndoctor.checks.trained_copy import EPOCHS, MAX_STEPS, MIN_STEPS, STEP, TRAIN_SECONDS, TRAIN_SHARE
 from nndoctor.context import Context
 from nndoctor.probes import scoring
 from nndoctor.probes.evaluate import predict
-from nndoctor.trainer import Epochs, Trainer
+from nndoctor.trainer import Epochs, Trainer, Variant
 
 if TYPE_CHECKING:  # compare.py imports this module: only the type, never the module, comes back
     from nndoctor.checks.compare import Comparison
@@ -77,11 +79,12 @@ class Intervention:
 
 
 def _train(ctx: Context, cmp: Comparison, inputs: Any, targets: torch.Tensor, batch_size: int, steps: int,
-           label: str) -> Trial | None:
-    """A copy (of the model as given) trained for ``steps`` on these samples, scored like the compare step's."""
+           label: str, variant: Variant | None = None) -> Trial | None:
+    """A copy (of the model as given, or changed by ``variant``) trained for ``steps`` on these samples,
+    scored like the compare step's."""
     stream = Epochs(inputs, targets, batch_size, ctx.device, seed=ctx.seed)
     seconds = min(TRAIN_SECONDS, TRAIN_SHARE * ctx.budget.remaining())
-    run = Trainer(ctx, stream, seed=ctx.seed, give_up=float("inf"),
+    run = Trainer(ctx, stream, variant, seed=ctx.seed, give_up=float("inf"),
                   progress=lambda message: ctx.progress(f"{STEP}: {label}: {message}"))
     run.advance(steps, time.monotonic() + seconds)
     if run.status in ("crashed", "non-finite") or run.steps == 0:
@@ -158,6 +161,19 @@ def _larger_batch(ctx: Context, cmp: Comparison) -> tuple[Trial, str] | None:
     return trial, f"; at batch size {batch} even {control.steps} steps leave it at {control.score:.3f}"
 
 
+def _wider(ctx: Context, cmp: Comparison) -> tuple[Trial, str] | None:
+    """A bottleneck (checks/bottleneck.py) widened, trained like the compare step's copy: a width-2 layer
+    can memorise one batch (no one-batch symptom) yet leave the whole set below a linear baseline."""
+    found = widened(ctx.fresh_model(), ctx.seed)
+    if cmp.training is None or found is None:  # a given trained model: a widened copy starts over, no comparison
+        return None
+    change, variant = found
+    batch = _user_batch(ctx)
+    trial = _train(ctx, cmp, cmp.split.train_inputs, cmp.split.train_targets, batch, _planned(cmp, batch), change,
+                   variant)
+    return (trial, "") if trial is not None else None
+
+
 INTERVENTIONS = [
     Intervention("class balance", "class-imbalance", "Weight the loss by inverse class frequency "
                  "(`nn.CrossEntropyLoss(weight=...)`, `pos_weight`) or sample classes equally "
@@ -167,6 +183,7 @@ INTERVENTIONS = [
     Intervention("batch size", "batch-size", "Use a larger batch: the gradient noise and the batch-norm statistics "
                  "of a tiny batch are what break training (a lower learning rate tames the noise too; GroupNorm/"
                  "LayerNorm do not depend on the batch).", _larger_batch),
+    Intervention("width", "architecture", "Widen the bottleneck layer.", _wider),
 ]
 
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from nndoctor import data as D
 from nndoctor import fixes
+from nndoctor.checks.bottleneck import widened
 from nndoctor.checks.lr_range import LrRange, lr_range
 from nndoctor.checks.overfit_experiment import UNSTABLE, Experiment, num, outcome_words
 from nndoctor.checks.verified_fixes import before_after, fix_trial
@@ -30,7 +31,6 @@ _OUTPUT_ACTIVATIONS = (nn.Sigmoid, nn.Tanh, nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.S
 RAW_SCALE = 20.0  # inputs/targets beyond this magnitude (pixels 0-255, prices) are not standardised
 REMOVES = 0.25  # without reaching the goal in the budget, a change that leaves at most this share of the
 # final error removes the symptom (a sigmoid output on standardised targets: 0.52 -> 0.047)
-NARROW = 2  # a hidden layer this narrow between wider ones is a bottleneck
 
 
 @dataclass(frozen=True)
@@ -174,25 +174,10 @@ def _scale_changes(exp: Experiment) -> list[tuple[str, Variant]]:
 
 
 def _width(exp: Experiment) -> Iterator[tuple[str, Variant]]:
-    """A hidden Linear narrower than NARROW between wider layers, widened (with the next Linear to match)."""
-    linears = [(n, m) for n, m in exp.ctx.fresh_model().named_modules() if isinstance(m, nn.Linear)]
-    for (a_path, a), (b_path, b) in zip(linears, linears[1:]):
-        if a.out_features == b.in_features and a.out_features <= NARROW < min(a.in_features, b.out_features + NARROW):
-            width = max(32, a.in_features, b.out_features)
-
-            def edit(m: nn.Module, a_path=a_path, b_path=b_path, width=width) -> None:
-                old_a, old_b = m.get_submodule(a_path), m.get_submodule(b_path)
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(exp.ctx.seed)
-                    new_a = nn.Linear(old_a.in_features, width, bias=old_a.bias is not None)
-                    new_b = nn.Linear(width, old_b.out_features, bias=old_b.bias is not None)
-                device = old_a.weight.device
-                fixes.replace_module(m, a_path, new_a.to(device))
-                fixes.replace_module(m, b_path, new_b.to(device))
-
-            yield (f"model.{a_path} widened from {a.out_features} to {width} units", Variant(label=f"wider {a_path}",
-                                                                                          edit=edit))
-            return
+    """A hidden Linear of NARROW units or fewer between wider layers, widened (checks/bottleneck.py)."""
+    found = widened(exp.ctx.fresh_model(), exp.ctx.seed)
+    if found is not None:
+        yield found
 
 
 INTERVENTIONS = [  # cheapest and most likely first; the first that removes the symptom ends the search
