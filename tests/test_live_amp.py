@@ -71,6 +71,9 @@ def test_a_float16_loss_that_overflows_is_num006():
     assert low.severity.value == "warning" and low.evidence["non_finite"] == 12 and low.evidence["dtype"] == "float16"
     assert "test_live_amp.py:" in low.location and low.evidence["cause"] == "numerics"
     assert "NUM007" not in report.codes()
+    # the curve "explodes" from the first step with steady gradients: not the learning rate's doing
+    (curve,) = report.by_code("OFB002")
+    assert "cause" not in curve.evidence and "step size did not drive it" in curve.message
 
 
 def test_the_same_loss_in_float32_is_silent():

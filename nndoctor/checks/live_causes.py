@@ -62,6 +62,14 @@ def _diverged(f: Finding, run: Any, schedule: Any, lrs: list[float]) -> Finding:
     norms = downsample(run.grad_norms[: i + 1])
     ev = {**f.evidence, "lr_at_failure": lr, "peak_lr": peak, "grad_norm_history": norms,
           "lr_curve": downsample(before)}
+    if peak <= 1.01 * low and not _steps_grew(run.grad_norms[: i + 1]):
+        # the loss failed with no step behind it, or with gradients as small as at the start: the values overflow
+        # in the computation itself (a low-precision loss, a log of 0), which a lower rate would not fix
+        f.evidence = ev
+        f.message += (f" The learning rate was constant at {lr:.3g} and the gradient norm stayed "
+                      f"{_fmt_norms(run.grad_norms[: i + 1])}: the step size did not drive it; look at where the "
+                      "values overflow (the NUM findings).")
+        return f
     if peak <= 1.01 * low:
         f.evidence = {**ev, "cause": "learning-rate"}
         f.message += f" The learning rate was constant at {lr:.3g} throughout: it is too high for this model."
@@ -84,6 +92,16 @@ def _diverged(f: Finding, run: Any, schedule: Any, lrs: list[float]) -> Finding:
     f.suggestions = [f"Lower the schedule's peak learning rate (it failed at {lr:.3g}; try {lr / 10:.3g}), "
                      "lengthen the warm-up, or add gradient clipping."]
     return f
+
+
+def _steps_grew(norms: list[float]) -> bool:
+    """Did the gradient norm grow (10x over its first steps, or to Inf/NaN) before the loss failed? A rate too
+    high makes each step larger than the last; a loss that fails at the first step had no step behind it."""
+    if len(norms) < 2:
+        return False
+    if any(not math.isfinite(v) for v in norms[1:]):
+        return True
+    return max(norms[1:]) > 10 * min(norms[:3])
 
 
 def _fmt_norms(norms: list[float]) -> str:
