@@ -4,7 +4,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from nndoctor.spec import Setup
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT, when there is no report to stand for
@@ -137,8 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # ----- check ---------------------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
-    from nndoctor.playbook import check
-    from nndoctor.report.console import emit_report, progress_display
+    from nndoctor.interrupts import remembered_ctrl_c, stop_if_requested
     from nndoctor.setup_file import SetupFileError, load_setup
     from nndoctor.spec import SetupError, parse_size
 
@@ -149,10 +151,20 @@ def cmd_check(args: argparse.Namespace) -> int:
         except SetupError as exc:
             raise UsageError(str(exc)) from None
     _check_writable(args.json, args.html)
-    try:
-        setup = load_setup(args.target)
-    except SetupFileError as exc:
-        raise UsageError(str(exc)) from None
+    with remembered_ctrl_c():
+        try:
+            setup = load_setup(args.target)
+        except SetupFileError as exc:
+            raise UsageError(str(exc)) from None
+        stop_if_requested()  # a Ctrl-C while the setup file ran, swallowed by its code: nothing to report yet
+        return _check_loaded(args, setup)
+
+
+def _check_loaded(args: argparse.Namespace, setup: Setup) -> int:
+    from nndoctor.playbook import check
+    from nndoctor.report.console import emit_report, progress_display
+    from nndoctor.spec import SetupError
+
     if args.device is not None:
         import torch
 

@@ -17,6 +17,7 @@ from nndoctor.catalogue import Severity
 from nndoctor.checks import SkipCheck, all_checks
 from nndoctor.context import Context
 from nndoctor.findings import CheckRecord
+from nndoctor.interrupts import remembered_ctrl_c, requested
 from nndoctor.report.console import progress_display
 from nndoctor.report.model import Report
 from nndoctor.sandbox import Snapshot, fingerprint, fingerprint_diff, preserved_rng, seed_all
@@ -79,14 +80,14 @@ def check(
     records: list[CheckRecord] = []
     interrupted = False
     grad_mode = torch.is_grad_enabled()
-    with preserved_rng(), progress_display(progress) as progress, _one_thread() as threads:
+    with preserved_rng(), progress_display(progress) as progress, _one_thread() as threads, remembered_ctrl_c():
         ctx = Context(setup, seed=seed, budget=Budget(budget), progress=progress, memory_budget=memory_budget)
         ctx.mode = mode
         try:
             _run_checks(ctx, records, selected, ignored, budget, seed, grad_mode, mode, threads)
         except KeyboardInterrupt:  # Ctrl-C between two checks: stop there too, keep what was found
             interrupted = True
-        interrupted = interrupted or any(r.detail == INTERRUPTED for r in records)
+        interrupted = interrupted or requested() or any(r.detail == INTERRUPTED for r in records)
     changed = fingerprint_diff(before, fingerprint(setup.model, user_optimizer))
     restored = bool(changed)
     if changed:  # the user's own code (a step closing over the original model) changed it: put it back
@@ -118,6 +119,9 @@ def _run_checks(ctx: Context, records: list[CheckRecord], selected: set[str], ig
     """Each check in playbook order, its status appended to ``records``; returns early on Ctrl-C.
     ``threads``: torch's thread count to give back once step 1 shows a heavy training step."""
     for spec in all_checks():
+        if requested():  # Ctrl-C whose KeyboardInterrupt was swallowed (a finaliser, the user's broad except)
+            records.append(CheckRecord(spec.name, "skipped", 0.0, INTERRUPTED, spec.step))
+            return
         wanted = set(spec.codes)
         if selected:
             wanted &= selected

@@ -80,3 +80,42 @@ def test_ctrl_c_right_at_start_ends_the_process():
     stdout, _ = proc.communicate(timeout=HANG_GUARD)  # raises TimeoutExpired if the process kept running
     assert proc.returncode != 0
     assert "verdict: fix" not in stdout  # it stopped: a playbook run to its end would have found CMP001
+
+
+def test_a_ctrl_c_swallowed_by_the_users_code_still_stops_the_playbook():
+    """The KeyboardInterrupt lands in the user's broad ``except`` (or a finaliser, which Python silences):
+    nndoctor wrote the signal down and stops at the next check, as for any Ctrl-C."""
+    import time
+
+    import torch
+    from torch import nn
+
+    import nndoctor
+    from nndoctor.playbook import INTERRUPTED
+
+    class Swallows(torch.utils.data.Dataset):
+        sent = False
+
+        def __len__(self):
+            return 64
+
+        def __getitem__(self, i):
+            if not Swallows.sent:
+                Swallows.sent = True
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(1.0)  # the handler raises here
+                except BaseException:  # noqa: BLE001 - the bug: a broad except
+                    pass
+            return torch.full((8,), float(i % 2)), i % 2
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # a test worker may ignore SIGINT
+    try:
+        report = nndoctor.check(nndoctor.Setup(model=nn.Linear(8, 2), train_data=Swallows(),
+                                               loss_fn=nn.CrossEntropyLoss(), batch_size=16))
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert report.meta["interrupted"] is True
+    assert [c.name for c in report.checks if c.detail == INTERRUPTED]
+    assert not [c for c in report.checks if c.step == "compare" and c.status == "passed"]
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is the caller's again

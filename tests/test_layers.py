@@ -56,6 +56,7 @@ LAYERS = {
     "nndoctor.sandbox": CORE,
     "nndoctor.context": CORE,
     "nndoctor.budget": CORE,
+    "nndoctor.interrupts": CORE,
     "nndoctor.task": CORE,
     "nndoctor.trainer": CORE,
 }
