@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_outputs(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget", type=_positive_float, default=None, metavar="SECONDS",
-                   help="time budget for the whole playbook (default 25 s; 5 with --quick, 900 with --thorough)")
+                   help="time budget for the whole playbook (default 15 s; 5 with --quick, 900 with --thorough)")
     depth = p.add_mutually_exclusive_group()
     depth.add_argument("--quick", dest="mode", action="store_const", const="quick", default="default",
                        help="the run-after-every-change loop: step 1, the five bugs and a short one-batch "

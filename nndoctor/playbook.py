@@ -23,8 +23,8 @@ from nndoctor.report.model import Report
 from nndoctor.sandbox import Snapshot, fingerprint, fingerprint_diff, preserved_rng, seed_all
 from nndoctor.spec import Setup, SetupError
 
-DEFAULT_BUDGET = 25.0  # seconds for the whole playbook; experiments scale themselves to what is left. Small
-# models finish in a few seconds; a heavy one gets shorter experiments (they say so) within ~30 s, import included
+DEFAULT_BUDGET = 15.0  # seconds for the whole playbook; experiments scale themselves to what is left. Small
+# models finish in a few seconds; a heavy one gets shorter experiments (they say so) within ~20 s, import included
 QUICK_BUDGET = 5.0  # --quick: the run-after-every-change loop; the one-batch overfit gets a share of this
 THOROUGH_BUDGET = 900.0  # --thorough: every experiment, run to its own caps rather than a share of 2 minutes
 MODES = ("quick", "default", "thorough")
