@@ -60,8 +60,9 @@ A batch-norm layer in train mode receives batches of fewer than 4 samples, typic
 of a loader whose dataset size is not a multiple of the batch size. nndoctor reads the batch sizes of
 an epoch from the loader's settings (`batch_size`, `drop_last`, the number of samples; tensors and
 Datasets with `Setup(batch_size=...)`) without iterating it, and the batch-norm layers from step 1's
-forward pass. An error when a layer would get one value per channel (training crashes), a warning
-otherwise. Where a copy's train-mode forward pass on that many samples is run and raises, the crash is
+forward pass. An error when a layer would get one value per channel (training crashes), info otherwise
+(a risk without a measured harm; the compare step's batch-size experiment confirms harm where a symptom
+is seen). Where a copy's train-mode forward pass on that many samples is run and raises, the crash is
 measured: the finding carries `evidence.cause="batch-size"` and the error (`measured_failure`). The noise
 of 2-3 samples' statistics is not measured by one pass, so that finding carries no cause.
 """,

@@ -187,7 +187,9 @@ def batchnorm_batch_size(ctx: Context) -> None:
     if failure:
         # only the crash is measured; the noise of 2-3 samples' statistics is a risk without a measured harm
         evidence.update(cause="batch-size", measured_failure=failure)
-    ctx.emit("MOD003", message, location=_name(first), severity="error" if crashing else None,
+    # a crash is an error; 2-3 samples' noise is a risk no one pass measures: info (the compare step's
+    # batch-size experiment confirms harm where a symptom is seen)
+    ctx.emit("MOD003", message, location=_name(first), severity="error" if crashing else "info",
              evidence=evidence, suggestions=fixes)
 
 
