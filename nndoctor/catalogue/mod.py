@@ -53,7 +53,7 @@ with torch.no_grad():
     Code(
         code="MOD003",
         name="batchnorm-tiny-batch",
-        severity=Severity.WARNING,
+        severity=Severity.INFO,
         summary="Batch-norm in train mode sees batches of size 1 (or tiny).",
         what="""
 A batch-norm layer in train mode receives batches of fewer than 4 samples, typically the last batch
