@@ -2,8 +2,8 @@
 
 Overhead: the bench models of ``bench_monitor.py`` (MLP, CNN with BatchNorm, transformer) at their small
 sizes, where a step is a few kernel launches and the Python around them is all that costs (the worst case
-for any hook), then a GPT-style stack (``bench_monitor_modern.Block``, ~70M parameters) at a size where the GPU does the work:
-eager fp32, bf16 autocast, float16 autocast with a GradScaler, and ``torch.compile`` (inductor). Plain and
+for any hook), then a GPT-style stack (``bench_monitor_modern.TinyGPT``, ~70M parameters) at a size where
+the GPU does the work: eager fp32, bf16 autocast, float16 autocast with a GradScaler, and ``torch.compile`` (inductor). Plain and
 monitored blocks of steps are interleaved round-robin in one process; each block ends with
 ``torch.cuda.synchronize()`` and is timed by the wall clock; printed: the plain median ms/step and the ratio
 of medians for ``Monitor(model, optimizer)``, ``Monitor()`` (what ``nndoctor run`` uses) and the plain loop
@@ -27,26 +27,16 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_monitor import big_model, cnn, mlp, transformer  # noqa: E402
-from bench_monitor_modern import Block  # noqa: E402
+from bench_monitor import big_model, cnn, mlp, transformer
+from bench_monitor_modern import TinyGPT
 
-from nndoctor import Monitor  # noqa: E402
+from nndoctor import Monitor
 
 DEV = "cuda"
 
 
-class GPT(nn.Module):
-    def __init__(self, vocab=8192, d=768, layers=8, heads=12, block=512):
-        super().__init__()
-        self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(block, d)
-        self.blocks = nn.ModuleList([Block(d, heads) for _ in range(layers)])
-        self.ln, self.head = nn.LayerNorm(d), nn.Linear(d, vocab, bias=False)
-
-    def forward(self, idx):
-        x = self.wte(idx) + self.wpe(torch.arange(idx.size(1), device=idx.device))
-        for blk in self.blocks:
-            x = blk(x)
-        return self.head(self.ln(x))
+def GPT() -> nn.Module:
+    return TinyGPT(vocab=8192, d=768, layers=8, heads=12, block=512)
 
 
 def classifier_step(model, opt):
@@ -135,7 +125,7 @@ def gpt(steps: int, rounds: int, compile_model: bool) -> None:
         x = torch.randint(0, 8192, (16, 512), device=DEV)
         try:
             compare(name, model, opt, gpt_step(run_model, opt, dtype, scaler), x, x, steps, rounds)
-        except Exception as exc:  # a backend that does not compile here: say so, keep the other rows
+        except Exception as exc:  # noqa: BLE001 - a backend that does not compile here: say so, keep the other rows
             print(f"{name:<30} failed: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
         del model, run_model, opt
 
@@ -158,7 +148,8 @@ def memory() -> None:
     extra = monitored - plain
     print(f"{'memory':<30} {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters "
           f"({param_bytes / 2**20:.0f} MiB): peak {plain / 2**20:.0f} MiB plain, {monitored / 2**20:.0f} MiB under "
-          f"Monitor(): +{extra / 2**20:.2f} MiB ({100 * extra / param_bytes:.3f}% of the parameters' bytes)", flush=True)
+          f"Monitor(): +{extra / 2**20:.2f} MiB ({100 * extra / param_bytes:.3f}% of the parameters' bytes)",
+          flush=True)
 
 
 def main() -> None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 _requested = False
 _depth = 0
@@ -35,7 +35,7 @@ def remembered_ctrl_c() -> Iterator[None]:
         yield
         return
 
-    def handler(signum, frame):  # noqa: ANN001 - the signal module's signature
+    def handler(signum, frame):
         global _requested
         _requested = True
         previous(signum, frame)
