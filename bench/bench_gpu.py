@@ -3,8 +3,8 @@
 Overhead: the bench models of ``bench_monitor.py`` (MLP, CNN with BatchNorm, transformer) at their small
 sizes, where a step is a few kernel launches and the Python around them is all that costs (the worst case
 for any hook), then a GPT-style stack (``bench_monitor_modern.TinyGPT``, ~70M parameters) at a size where
-the GPU does the work: eager fp32, bf16 autocast, float16 autocast with a GradScaler, and ``torch.compile`` (inductor). Plain and
-monitored blocks of steps are interleaved round-robin in one process; each block ends with
+the GPU does the work: eager fp32, bf16 autocast, float16 autocast with a GradScaler, and ``torch.compile``
+(inductor). Plain and monitored blocks of steps are interleaved round-robin in one process; each block ends with
 ``torch.cuda.synchronize()`` and is timed by the wall clock; printed: the plain median ms/step and the ratio
 of medians for ``Monitor(model, optimizer)``, ``Monitor()`` (what ``nndoctor run`` uses) and the plain loop
 with one synchronisation per step (what a loop that logs ``loss.item()`` every step pays).
