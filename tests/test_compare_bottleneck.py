@@ -14,12 +14,7 @@ from torch import nn
 from nndoctor import Setup
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads on a busy 2-core machine make each step many times slower
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _deep(width: int) -> Setup:

@@ -4,17 +4,11 @@ the clean twin, differing only by the fix, has no finding with that cause and no
 from __future__ import annotations
 
 import pytest
-import torch
 from cases.compare_cause_setups import CAUSES, batchnorm_batch_2, misaligned_labels
 from helpers import run_checked
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads on a busy 2-core machine make each step many times slower
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _report(setup, select):

@@ -4,7 +4,6 @@ clean twin, differing only by the fix, gets no finding with that cause and no wa
 from __future__ import annotations
 
 import pytest
-import torch
 
 from cases.diagnosis_setups import CASES, CAUSES
 from cases.ofb_cases import CASES as OFB_CASES
@@ -13,13 +12,7 @@ from helpers import run_checked
 BY_NAME = {c.name: c for c in CASES}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # one torch thread: two on a busy 2-core machine make each step many times slower (tests/conftest.py)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _report(build, select=("OFB",)):

@@ -16,12 +16,7 @@ from nndoctor.checks.numerics import GRADIENT_HARM, LOSS_HARM
 from nndoctor.probes.stable_forms import measure_harm
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _num003(setup):

@@ -34,15 +34,6 @@ def _eff(report) -> set[str]:
     return {f.code for f in report.findings if f.code.startswith("EFF")}
 
 
-@pytest.fixture
-def one_thread():
-    """A tiny model's step on a shared machine is steadier on one thread (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class Samples(Dataset):
     def __init__(self, n: int, decode_seconds: float):
         g = torch.Generator().manual_seed(0)
