@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -28,7 +27,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_monitor import big_model, cnn, mlp, transformer
-from bench_monitor_modern import TinyGPT
+from bench_monitor_modern import TinyGPT, interleaved
 
 from nndoctor import Monitor
 
@@ -80,23 +79,14 @@ def timed(step, x, y, steps: int) -> float:
 
 def compare(name: str, model: nn.Module, opt, step, x, y, steps: int, rounds: int) -> None:
     timed(step, x, y, 3)  # warm-up (and compilation)
-    results = {"plain": [], "monitor": [], "run": [], "sync": []}
 
     def synced(x, y):  # the plain loop reading one number per step, as `loss.item()` logging does
         step(x, y)
         torch.cuda.synchronize()
 
-    for _ in range(rounds):
-        results["plain"].append(timed(step, x, y, steps))
-        results["sync"].append(timed(synced, x, y, steps))
-        with Monitor(model, opt):
-            timed(step, x, y, 2)  # a Monitor's first steps take one-off readings (and may recompile)
-            results["monitor"].append(timed(step, x, y, steps))
-        with Monitor():
-            timed(step, x, y, 2)
-            results["run"].append(timed(step, x, y, steps))
-    plain = statistics.median(results["plain"])
-    mon, run, sync = (statistics.median(results[k]) / plain for k in ("monitor", "run", "sync"))
+    medians = interleaved(timed, step, model, opt, x, y, steps, rounds, others={"sync": synced})
+    plain = medians["plain"]
+    mon, run, sync = (medians[k] / plain for k in ("monitor", "run", "sync"))
     print(f"{name:<30} plain {plain * 1e3:8.2f} ms/step   Monitor {mon:5.2f}x   Monitor() {run:5.2f}x   "
           f"plain + a sync per step {sync:5.2f}x", flush=True)
 

@@ -72,6 +72,24 @@ def timed(step, x, y, steps: int) -> float:
     return (time.thread_time() - t0) / steps
 
 
+def interleaved(timer, step, model, opt, x, y, steps: int, rounds: int, others=None) -> dict[str, float]:
+    """Median seconds per step of the plain loop, ``Monitor(model, opt)``, ``Monitor()`` and each of ``others``
+    (name -> another plain step), their blocks interleaved round-robin; ``timer(step, x, y, n)`` times n steps."""
+    others = others or {}
+    results = {name: [] for name in ("plain", *others, "monitor", "run")}
+    for _ in range(rounds):
+        results["plain"].append(timer(step, x, y, steps))
+        for name, other in others.items():
+            results[name].append(timer(other, x, y, steps))
+        with Monitor(model, opt):
+            timer(step, x, y, 2)  # a Monitor's first steps take one-off readings (and may recompile)
+            results["monitor"].append(timer(step, x, y, steps))
+        with Monitor():
+            timer(step, x, y, 2)
+            results["run"].append(timer(step, x, y, steps))
+    return {name: statistics.median(times) for name, times in results.items()}
+
+
 def pick_backend(budget: float) -> str:
     """inductor when a step compiles within the budget (it needs a C++ compiler), else aot_eager."""
     torch.manual_seed(0)
@@ -101,17 +119,9 @@ def bench(name: str, steps: int, rounds: int, *, backend: str | None = None, aut
     step = make_step(run_model, opt, autocast)
     x, y = torch.randint(0, 256, (8, 64)), torch.randint(0, 256, (8, 64))
     timed(step, x, y, 3)  # warm-up (and compilation)
-    results = {"plain": [], "monitor": [], "run": []}
-    for _ in range(rounds):
-        results["plain"].append(timed(step, x, y, steps))
-        with Monitor(model, opt):
-            timed(step, x, y, 2)  # a Monitor's first steps take one-off readings (and may recompile)
-            results["monitor"].append(timed(step, x, y, steps))
-        with Monitor():
-            timed(step, x, y, 2)
-            results["run"].append(timed(step, x, y, steps))
-    plain = statistics.median(results["plain"])
-    mon, run = (statistics.median(results[k]) / plain for k in ("monitor", "run"))
+    medians = interleaved(timed, step, model, opt, x, y, steps, rounds)
+    plain = medians["plain"]
+    mon, run = medians["monitor"] / plain, medians["run"] / plain
     print(f"{name:<22} plain {plain * 1e3:7.2f} ms/step   Monitor {mon:5.2f}x   Monitor() {run:5.2f}x", flush=True)
 
 
