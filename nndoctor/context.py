@@ -48,7 +48,7 @@ class Context:
         # original model during the run cannot leak into later experiments.
         self._snapshot = copy_model(setup.model)
         self.run_ok = False  # set by step 1 when one training step ran
-        self.not_run_reason = ""  # why later steps cannot run although the step did (it does not fit the device)
+        self.not_run_reason = ""  # why the later model steps are skipped though step 1 ran (it does not fit)
         self.run_error: BaseException | None = None
         self._measurements: dict[str, Any] = {}
         self.extras: dict[str, Any] = {}  # data shared between checks (e.g. curves for the report)

@@ -26,7 +26,7 @@ from nndoctor.spec import Setup, SetupError
 DEFAULT_BUDGET = 15.0  # seconds for the whole playbook; experiments scale themselves to what is left. Small
 # models finish in a few seconds; a heavy one gets shorter experiments (they say so) within ~20 s, import included
 QUICK_BUDGET = 5.0  # --quick: the run-after-every-change loop; the one-batch overfit gets a share of this
-THOROUGH_BUDGET = 900.0  # --thorough: every experiment, run to its own caps rather than a share of 2 minutes
+THOROUGH_BUDGET = 900.0  # --thorough: every experiment, run to its own caps rather than a share of 15 s
 MODES = ("quick", "default", "thorough")
 MODE_BUDGETS = {"quick": QUICK_BUDGET, "default": DEFAULT_BUDGET, "thorough": THOROUGH_BUDGET}
 QUICK_STEPS = ("run", "bugs", "overfit")  # no baselines, no comparisons: those need trained copies
@@ -54,7 +54,7 @@ def check(
     ``mode``: "quick" (step 1, the five bugs and the one-batch overfit on a short budget; no baselines,
     comparisons or memory search), "default", or "thorough" (every experiment, a long budget).
     ``budget``: seconds for the whole playbook, None for no limit, "auto" for the mode's (quick 5,
-    default 25, thorough 900).
+    default 15, thorough 900).
     """
     if not isinstance(setup, Setup):
         raise SetupError(f"nndoctor.check expects a Setup, got {type(setup).__name__}")

@@ -59,18 +59,18 @@ def _diverged(f: Finding, run: Any, schedule: Any, lrs: list[float]) -> Finding:
     i = min(_failing_step(f, run.losses), len(lrs) - 1)
     before = lrs[: i + 1]
     lr, low, peak = lrs[i], min(before), max(before)
-    norms = downsample(run.grad_norms[: i + 1])
-    ev = {**f.evidence, "lr_at_failure": lr, "peak_lr": peak, "grad_norm_history": norms,
+    history = run.grad_norms[: i + 1]
+    ev = {**f.evidence, "lr_at_failure": lr, "peak_lr": peak, "grad_norm_history": downsample(history),
           "lr_curve": downsample(before)}
-    if peak <= 1.01 * low and not _steps_grew(run.grad_norms[: i + 1]):
-        # the loss failed with no step behind it, or with gradients as small as at the start: the values overflow
-        # in the computation itself (a low-precision loss, a log of 0), which a lower rate would not fix
-        f.evidence = ev
-        f.message += (f" The learning rate was constant at {lr:.3g} and the gradient norm stayed "
-                      f"{_fmt_norms(run.grad_norms[: i + 1])}: the step size did not drive it; look at where the "
-                      "values overflow (the NUM findings).")
-        return f
-    if peak <= 1.01 * low:
+    if peak <= 1.01 * low:  # a constant rate
+        if not _steps_grew(history):
+            # the loss failed with no step behind it, or with gradients as small as at the start: the values
+            # overflow in the computation itself (a low-precision loss, a log of 0), which a lower rate would not fix
+            f.evidence = ev
+            f.message += (f" The learning rate was constant at {lr:.3g} and the gradient norm stayed "
+                          f"{_fmt_norms(history)}: the step size did not drive it; look at where the values "
+                          "overflow (the NUM findings).")
+            return f
         f.evidence = {**ev, "cause": "learning-rate"}
         f.message += f" The learning rate was constant at {lr:.3g} throughout: it is too high for this model."
         f.suggestions = [f"Lower the learning rate 10x (to {lr / 10:.3g}), or add gradient clipping."]
@@ -88,7 +88,7 @@ def _diverged(f: Finding, run: Any, schedule: Any, lrs: list[float]) -> Finding:
         who = "the training script (the param groups' lr was changed without a scheduler)"
     f.evidence = {**ev, "cause": "lr-schedule", "lr_rose_from": low, "lr_rose_at_step": rose_from + 1}
     f.message += (f" At step {i + 1} the learning rate was {lr:.3g}, raised from {low:.3g} at step {rose_from + 1} "
-                  f"by {who}; gradient norm {_fmt_norms(run.grad_norms[: i + 1])}.")
+                  f"by {who}; gradient norm {_fmt_norms(history)}.")
     f.suggestions = [f"Lower the schedule's peak learning rate (it failed at {lr:.3g}; try {lr / 10:.3g}), "
                      "lengthen the warm-up, or add gradient clipping."]
     return f

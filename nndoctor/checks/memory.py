@@ -71,15 +71,16 @@ def memory_fit(ctx: Context) -> None:
     largest, verified = sampler.largest_batch(usable, model)
     confirmed = sampler.confirm(largest)
     _report(ctx, sampler, model, budget, budget_source, largest, verified, crashed, source, margin, confirmed)
-    _stop_later_steps(ctx, crashed, f"one training step at batch {full} does not fit {budget_source} (RUN004): fix that "
-                      f"first" + (f", or check again at batch {largest}" if largest else ""))
+    again = f", or check again at batch {largest}" if largest else ""
+    _stop_later_steps(ctx, crashed, f"one training step at batch {full} does not fit {budget_source} (RUN004): "
+                      f"fix that first{again}")
 
 
 def _stop_later_steps(ctx: Context, crashed: bool, reason: str) -> None:
-    """A step that does not fit the target device does not run there: the later steps, which train at this
-    batch size, wait for the fix (as after a crash), rather than spend minutes on a run the device cannot do."""
-    if not crashed:
-        ctx.run_ok = False
+    """A step that does not fit the target device does not run there: the later steps that run the model
+    wait for the fix (as after a crash: the playbook skips them with ``reason``), rather than spend minutes
+    on a run the device cannot do."""
+    if not crashed:  # a crash has stopped them already
         ctx.not_run_reason = reason
 
 

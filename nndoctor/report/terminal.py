@@ -63,8 +63,9 @@ def print_report(report: Report, console: Console | None = None, title: str = "n
         console.print()
         counts = step_counts(checks)
         _line(console, Text(heading, style="bold underline") + Text(f"  ({counts})" if counts else "", style="dim"))
-        if not any(f.severity != Severity.INFO for f in findings) and (checks or not findings):  # no checks of
-            _line(console, _step_status(checks))  # its own (live EFF info): its findings say it all
+        # a step with no checks of its own (the live EFF info) is said by its findings alone
+        if not any(f.severity != Severity.INFO for f in findings) and (checks or not findings):
+            _line(console, _step_status(checks))
         for finding in findings:
             _print_finding(console, finding)
     _print_unfinished(console, report.checks)
