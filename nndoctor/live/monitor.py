@@ -20,7 +20,7 @@ from nndoctor.findings import Finding
 from nndoctor.live.events import EVENTS, MonitorEvents
 from nndoctor.live.patch import wrap
 from nndoctor.live.registry import LIVE_CHECKS
-from nndoctor.probes.watchers.base import LiveRun, Watcher, read_step, user_site
+from nndoctor.probes.watchers.base import DONE, LiveRun, Watcher, read_step, user_site
 from nndoctor.report.model import Report
 
 _compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # compiled graphs: the hooks return at once
@@ -51,9 +51,11 @@ class Monitor(MonitorEvents):
 
     # ----- install / remove ----------------------------------------------------------------------
     def __enter__(self) -> "Monitor":
-        hooks = [module_hooks.register_module_forward_pre_hook(self._pre_forward)]
-        if self.model is None:  # the running root, so that the modules it calls are not roots
-            hooks.append(module_hooks.register_module_forward_hook(self._post_forward, always_call=True))
+        if self.model is not None:
+            hooks = [module_hooks.register_module_forward_pre_hook(self._pre_model_forward)]
+        else:  # every root, and the running one, so that the modules it calls are not roots
+            hooks = [module_hooks.register_module_forward_pre_hook(self._pre_forward),
+                     module_hooks.register_module_forward_hook(self._post_forward, always_call=True)]
         on = self.optimizer  # given: its own hooks; else every optimizer's
         pre, post = (lambda opt, *_: self.on_before_optimizer_step(opt)), (lambda opt, *_: self.on_after_optimizer_step(opt))
         hooks += [on.register_step_pre_hook(pre), on.register_step_post_hook(post)] if on is not None else \
@@ -80,14 +82,16 @@ class Monitor(MonitorEvents):
             self._undo.pop()()
 
     # ----- PyTorch's hooks -> events ----------------------------------------------------------------
+    def _pre_model_forward(self, module: nn.Module, args: tuple) -> None:
+        # A given model is the root wherever it is called (a DDP wrapper calls it one level down). The identity
+        # test comes first: every other module's call returns after one comparison.
+        if module is self.model and not _compiling() and not self.run.replaying:
+            self.on_forward(module, args, {}, torch.is_grad_enabled() and not torch.is_inference_mode_enabled())
+
     def _pre_forward(self, module: nn.Module, args: tuple) -> None:
-        # A given model is the root wherever it is called (a DDP wrapper calls it one level down).
         if _compiling() or self._root is not None or self.run.replaying:
             return
-        if self.model is None:
-            self._root = module
-        elif module is not self.model:
-            return
+        self._root = module
         self.on_forward(module, args, {}, torch.is_grad_enabled() and not torch.is_inference_mode_enabled())
 
     def _post_forward(self, module: nn.Module, args: tuple, output: Any) -> None:
@@ -109,7 +113,8 @@ class Monitor(MonitorEvents):
 
     def _emit(self, event: str, *args: Any) -> None:
         for f in self._to[event]:
-            f(*args)
+            if f(*args) is DONE:  # (a new list: the loop goes on over the old one)
+                self._to[event] = [g for g in self._to[event] if g != f]
 
     def on_backward(self, loss: torch.Tensor) -> None:
         self.run.backwards += 1

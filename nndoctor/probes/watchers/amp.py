@@ -14,6 +14,7 @@ from nndoctor.probes.watchers.base import Watcher, outside_nndoctor
 
 LOW = (torch.float16, torch.bfloat16)
 _DEVICES = ("cpu", "cuda")
+_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)  # (a torch without it: ask each device)
 _KEPT = 100_000  # scaler steps whose skip flag is kept (4 bytes each, on the scaler's device)
 
 
@@ -58,6 +59,9 @@ class AmpWatcher(Watcher):
     # ----- the autocast state of training forwards (a replay of the step runs under the same) ---------------
     def on_forward(self, module, inputs, kwargs, training_step: bool) -> None:
         if training_step and not self.broken:
+            if not _any_autocast():  # one C call on the usual path
+                self.run.autocast = ()
+                return
             try:
                 on = [d for d in _DEVICES if torch.is_autocast_enabled(d)]
                 self.run.autocast = tuple((d, torch.get_autocast_dtype(d)) for d in on) if on else ()

@@ -8,6 +8,9 @@ optimizer step, gathers every watcher's device-side scalars in ONE host transfer
     reads(optimizer)          -> tensors to read now (0-d or 1-d), on any device, or []
     on_read(optimizer, values) <- the same number of floats, in order
 
+An event method that returns ``DONE`` is not called for that event again (a CPU run for the GPU watcher, a
+single process for the ranks watcher): what a watcher no longer needs costs the step nothing.
+
 Watchers never judge: at the end the judge registered next to the watcher (``nndoctor/live/registry.py``)
 turns ``watcher.measured()`` into findings.
 """
@@ -26,6 +29,9 @@ from nndoctor.probes.watchers.guarded import Patches
 from nndoctor.probes.wrappers import named_modules, named_parameters
 
 
+DONE = "done"  # returned by an event method: the hub stops calling it for that event
+
+
 class Watcher:
     name = "watcher"  # the name of the check in the report's list
     failed: str | None = None  # why the hub switched this watcher off (it raised), for the report
@@ -37,10 +43,7 @@ class Watcher:
     def patches(self) -> Patches:
         """Patches of other functions for this watcher: their callbacks are skipped during nndoctor's own
         replays and once one of them raised (``broken``), so they never raise into the user's loop."""
-        return Patches(lambda: self.broken or self.run.replaying, self._break)
-
-    def _break(self) -> None:
-        self.broken = True
+        return Patches(self)
 
     def start(self) -> None:
         """The Monitor was entered: install any patch of this watcher's own (removed in ``stop``)."""
@@ -50,7 +53,8 @@ class Watcher:
 
     def reads(self, optimizer: torch.optim.Optimizer) -> Sequence[torch.Tensor]:
         """Device scalars to read at this optimizer step (before it applies), all in the hub's one transfer.
-        0-d tensors are cheapest (stacked as they are); 1-d ones are flattened into the same transfer."""
+        0-d tensors are cheapest (stacked as they are); 1-d ones (not empty) are flattened into the same
+        transfer."""
         return ()
 
     def on_read(self, optimizer: torch.optim.Optimizer, values: list[float]) -> None:
@@ -155,20 +159,25 @@ def outside_nndoctor(frame: Any) -> Any:
 
 def user_site(frame: Any) -> str:
     """``user_call_site(outside_nndoctor(frame))[0]``: the user's "file.py:12" that led here, or "". Asked on
-    every backward and zero_grad, so each file's kind and each line's text are worked out once."""
-    frame = outside_nndoctor(frame)
+    every backward and zero_grad, so each file's kind and each line's text are worked out once, and the walk
+    is one loop of dictionary lookups."""
+    kinds, leading = _kinds, True
     while frame is not None:
-        kind = _kind(frame.f_code.co_filename)
+        filename = frame.f_code.co_filename
+        kind = kinds.get(filename)
+        if kind is None:
+            kind = _kind(filename)
         if kind == _USER:
-            key = (frame.f_code.co_filename, frame.f_lineno)
+            key = (filename, frame.f_lineno)
             site = _sites.get(key)
             if site is None:
                 site = user_call_site(frame)[0]
                 if len(_sites) < 4096:
                     _sites[key] = site
             return site
-        if kind == _OURS:  # library code called straight from nndoctor
+        if kind == _OURS and not leading:  # library code called straight from nndoctor
             return ""
+        leading = leading and kind == _OURS
         frame = frame.f_back
     return ""
 
@@ -213,9 +222,8 @@ def read_step(watchers: list[Watcher], optimizer: torch.optim.Optimizer) -> None
             try:
                 ts = w.reads(optimizer)
                 if ts:
-                    ts = ts if isinstance(ts, (list, tuple)) else list(ts)
                     asked.append((w, ts))
-                    tensors += ts
+                    tensors.extend(ts)
             except Exception as exc:  # noqa: BLE001 - a measurement must not break training
                 w.failed = f"{type(exc).__name__}: {exc}"
     if not asked:
@@ -224,10 +232,14 @@ def read_step(watchers: list[Watcher], optimizer: torch.optim.Optimizer) -> None
         values = read_once(tensors)
     except Exception:  # noqa: BLE001 - one unreadable tensor: read each watcher's alone
         values = None
+    # as many values as tensors: each gave one (none is empty), so a watcher's share is its number of tensors
+    scalars = values is not None and len(values) == len(tensors)
+    at = 0
     for w, ts in asked:
         try:
-            n = sum(t.numel() for t in ts)
-            mine, values = (values[:n], values[n:]) if values is not None else (read_once(ts), None)
+            n = len(ts) if scalars else sum(t.numel() for t in ts)
+            mine = values[at:at + n] if values is not None else read_once(list(ts))
+            at += n
             w.on_read(optimizer, mine)
         except Exception as exc:  # noqa: BLE001
             w.failed = f"{type(exc).__name__}: {exc}"

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.modules import module as module_hooks
 
 from nndoctor.probes.errors import user_call_site
-from nndoctor.probes.watchers.base import Watcher, outside_nndoctor
+from nndoctor.probes.watchers.base import DONE, Watcher, outside_nndoctor
 
 DEVICES = ("cuda",)  # where these facts are gathered (tests add "cpu" to exercise the watcher without a GPU)
 _compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # a compiled submodule: its hooks are traced
@@ -77,18 +77,22 @@ class GpuUsageWatcher(Watcher):
         self.layers: list[Layer] = []
         self._names: dict[int, str] = {}
         self._hook: Any = None
+        self.skipped = False  # the first training forward was not on a GPU
 
-    def on_forward(self, module, inputs, kwargs, training_step: bool) -> None:
+    def on_forward(self, module, inputs, kwargs, training_step: bool) -> Any:
         self._unhook()  # a forward that raised never reached the backward
-        if self.forward is not None or not training_step or self.broken or self.run.replaying:
-            return
+        if self._finished():
+            return DONE
+        if not training_step or self.run.replaying:
+            return None
         if type(module).__name__ == "OptimizedModule":  # a hook would be traced into the compiled graph
             self.broken = True
-            return
+            return DONE
         root = self.run.root(module)
         device = root.params[0].device.type if root.params else "cpu"
-        if device not in DEVICES:
-            return
+        if device not in DEVICES:  # the first training forward decides: a CPU run has no GPU matmuls
+            self.skipped = True
+            return DONE
         try:
             autocast = str(torch.get_autocast_dtype(device)).replace("torch.", "") \
                 if torch.is_autocast_enabled(device) else ""
@@ -129,11 +133,17 @@ class GpuUsageWatcher(Watcher):
             self._hook.remove()
             self._hook = None
 
-    def on_backward(self, loss) -> None:
-        self._unhook()
+    def _finished(self) -> bool:
+        """The one forward is read (or will not be) and its hook is gone: no event is needed any more."""
+        return self._hook is None and (self.forward is not None or self.skipped or self.broken)
 
-    def on_after_optimizer_step(self, optimizer) -> None:
+    def on_backward(self, loss) -> Any:
         self._unhook()
+        return DONE if self._finished() else None
+
+    def on_after_optimizer_step(self, optimizer) -> Any:
+        self._unhook()
+        return DONE if self._finished() else None
 
     def stop(self) -> None:
         self._unhook()

@@ -7,21 +7,23 @@ from typing import Any, Callable
 
 
 class Patches:
-    def __init__(self, is_off: Callable[[], bool], turn_off: Callable[[], None]) -> None:
-        self._is_off, self._turn_off = is_off, turn_off
+    def __init__(self, watcher: Any) -> None:
+        """Callbacks of ``watcher``: skipped while it is ``broken`` or its run is replaying a step."""
+        self._watcher = watcher
         self._undo: list[Callable[[], None]] = []
 
     def guard(self, f: Callable | None) -> Callable | None:
         if f is None:
             return None
+        watcher = self._watcher
 
         def safe(*args: Any, **kwargs: Any) -> Any:
-            if self._is_off():
+            if watcher.broken or watcher.run.replaying:  # (attribute reads, no call: these wrap hot functions)
                 return None
             try:
                 return f(*args, **kwargs)
             except Exception:  # never into the user's loop: the watcher stops watching
-                self._turn_off()
+                watcher.broken = True
                 return None
 
         return safe
@@ -29,14 +31,20 @@ class Patches:
     def method(self, owner: Any, name: str, before: Callable | None = None, after: Callable | None = None) -> None:
         """``before(*args)`` and ``after(result, *args)`` around ``owner.name`` until ``undo``."""
         original = owner.__dict__[name] if name in getattr(owner, "__dict__", {}) else getattr(owner, name)
-        before, after = self.guard(before), self.guard(after)
+        watcher = self._watcher
 
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if before is not None:
-                before(*args, **kwargs)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:  # the guard of ``guard`` inlined: one call fewer
+            if before is not None and not (watcher.broken or watcher.run.replaying):
+                try:
+                    before(*args, **kwargs)
+                except Exception:
+                    watcher.broken = True
             result = original(*args, **kwargs)
-            if after is not None:
-                after(result, *args, **kwargs)
+            if after is not None and not (watcher.broken or watcher.run.replaying):
+                try:
+                    after(result, *args, **kwargs)
+                except Exception:
+                    watcher.broken = True
             return result
 
         wrapper.__wrapped__ = original  # type: ignore[attr-defined]
