@@ -6,7 +6,7 @@ CNN with batch-norm and a small transformer, CPU. Prints, for ``Monitor(model, o
 ``Monitor()`` (what ``nndoctor run`` uses), the median over the rounds of each block's step time over the
 plain block of the same round, its interquartile range in brackets (a machine shared with other jobs slows
 whole seconds, which divide out of a round), and ``min``: the fastest block over the fastest plain block
-(other jobs only ever add time). The first ``WARM`` steps of each monitored block (a run's one-off
+(other jobs only ever add time). The first ``WARM`` steps of each monitored block and its 32nd (a run's one-off
 readings) are not timed. Times are CPU time of one thread (``torch.set_num_threads(1)``,
 ``time.thread_time``), which such jobs disturb far less than the wall clock. Then the fixed cost per step
 in microseconds: on a model so small that a step is mostly overhead, the fastest block of each kind.
@@ -71,8 +71,9 @@ def timed_steps(model, opt, x, y, steps: int) -> float:
     return (time.thread_time() - t0) / steps
 
 
-WARM = 8  # monitored steps not timed in each block: a run's one-off first readings (parameter statistics
-# of steps 1-4, the update-size sample of step 8) are not its per-step cost
+WARM = 8  # monitored steps not timed in each block, and step 32 (timed around): a run's one-off readings
+# (parameter statistics of the first steps, the update-size samples of steps 8 and 32; the next is at step
+# 128) are not its per-step cost
 
 
 def block(kind: str, model, opt, x, y, steps: int) -> float:
@@ -83,7 +84,15 @@ def block(kind: str, model, opt, x, y, steps: int) -> float:
             return timed_steps(model, opt, x, y, steps)
     with Monitor(model, opt) if kind == "monitor" else Monitor():  # Monitor(): every module and optimizer, as `nndoctor run`
         timed_steps(model, opt, x, y, WARM)
-        return timed_steps(model, opt, x, y, steps)
+        before = min(steps, SAMPLE - 1 - WARM)  # the steps before the sample at step SAMPLE, then those after it
+        seconds = timed_steps(model, opt, x, y, before) * before
+        if steps > before:
+            timed_steps(model, opt, x, y, 1)
+            seconds += timed_steps(model, opt, x, y, steps - before) * (steps - before)
+        return seconds / steps
+
+
+SAMPLE = 32  # the monitored step that copies the weights to measure the update size (lr_schedule.py)
 
 
 def bench(name, build, steps: int, rounds: int) -> None:

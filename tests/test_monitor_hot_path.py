@@ -87,3 +87,61 @@ def test_the_memoised_call_site_is_the_frame_walks():
     again, _ = site()
     assert first == walked and first.endswith(f"test_monitor_hot_path.py:{line + 1}")
     assert again.endswith(f":{line + 2}") and site() == site()  # memoised per line, not per function
+
+
+class _Counting(base.Watcher):
+    """Done with the forward after two calls; keeps every optimizer step."""
+
+    name = "counting"
+
+    def __init__(self, run) -> None:
+        super().__init__(run)
+        self.forwards = self.steps = 0
+
+    def on_forward(self, module, inputs, kwargs, training_step):
+        self.forwards += 1
+        return base.DONE if self.forwards == 2 else None
+
+    def on_after_optimizer_step(self, optimizer):
+        self.steps += 1
+
+
+def test_an_event_method_that_returns_done_is_not_called_again(monkeypatch):
+    from nndoctor.live import monitor as hub
+    from nndoctor.live.registry import LiveCheck
+
+    monkeypatch.setattr(hub, "LIVE_CHECKS", [LiveCheck(_Counting, lambda w: [])])
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    mon = _train(model, torch.optim.SGD(model.parameters(), lr=0.1), 5, model)
+    counting = mon.watchers[0]
+    assert (counting.forwards, counting.steps) == (2, 5)
+    assert mon._to["on_forward"] == [] and len(mon._to["on_after_optimizer_step"]) == 1
+
+
+def _quiet(mon) -> set[str]:
+    """The watchers no longer called on a training forward or at an optimizer step."""
+    called = {type(f.__self__).__name__ for e in ("on_forward", "on_before_optimizer_step",
+                                                  "on_after_optimizer_step") for f in mon._to[e]}
+    return {type(w).__name__ for w in mon.watchers} - called
+
+
+def test_watchers_with_nothing_to_watch_go_quiet_and_come_back_for_a_model_that_needs_them():
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))  # CPU, one process, no dropout
+    opt = torch.optim.SGD(plain.parameters(), lr=0.1)
+    quiet = _quiet(_train(plain, opt, 3, plain, opt))
+    assert {"GpuUsageWatcher", "RanksWatcher", "ModesWatcher", "CompiledWatcher", "WeightDecayWatcher"} <= quiet
+    dropout = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 2))
+    opt = torch.optim.SGD(dropout.parameters(), lr=0.1)
+    assert "ModesWatcher" not in _quiet(_train(dropout, opt, 3, dropout, opt))
+
+
+def test_a_quiet_modes_watcher_still_finds_dropout_trained_in_eval_mode():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 2)).eval()  # the bug
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mon = _train(model, opt, 6, model, opt)
+    assert "MOD001" in {f.code for f in mon.report().findings}
+    model.train()  # the fix
+    mon = _train(model, opt, 6, model, opt)
+    assert "MOD001" not in {f.code for f in mon.report().findings}

@@ -8,7 +8,9 @@ The ``OptimizedModule`` itself is called eagerly, so it is the root the watchers
 """
 from __future__ import annotations
 
-from nndoctor.probes.watchers.base import Watcher
+from typing import Any
+
+from nndoctor.probes.watchers.base import DONE, Watcher
 
 
 class CompiledWatcher(Watcher):
@@ -18,9 +20,11 @@ class CompiledWatcher(Watcher):
         super().__init__(run)
         self.compiled_roots: list[str] = []
 
-    def on_forward(self, module, inputs, kwargs, training_step) -> None:
-        if not self.compiled_roots and type(module).__name__ == "OptimizedModule":
+    def on_forward(self, module, inputs, kwargs, training_step) -> Any:
+        if type(module).__name__ == "OptimizedModule":
             self.compiled_roots.append(type(getattr(module, "_orig_mod", module)).__name__)
+            return DONE  # one is enough to say so
+        return DONE if module is self.run.model else None  # the one model watched is not compiled
 
     def describe(self) -> str:
         return "compiled models (torch.compile) seen through" if self.compiled_roots else ""

@@ -35,7 +35,7 @@ def group_lr(optimizer: torch.optim.Optimizer) -> float | None:
     return best
 
 
-_SAMPLED = (8, 32, 128, 512, 2048, 8192)
+_SAMPLED = frozenset((8, 32, 128, 512, 2048, 8192))
 
 
 class Schedule:
@@ -165,19 +165,22 @@ class LRScheduleWatcher(Watcher):
         if self.broken:
             return
         try:
-            lr = group_lr(optimizer)
+            groups = optimizer.param_groups
+            lr = groups[0].get("lr") if len(groups) == 1 else None  # the usual case, read without a call
+            if type(lr) is not float:
+                lr = group_lr(optimizer)
             if lr is not None and len(self.lrs) < 1_000_000:
                 self.lrs.append(lr)
                 self.lr_optimizer.append(id(optimizer))
-            self._snapshot(optimizer)
+            if self.opt_steps.get(id(optimizer), 0) + 1 in _SAMPLED:
+                self._snapshot(optimizer)
         except Exception:
             self.broken = True
 
     def _snapshot(self, optimizer) -> None:
         """On a few sampled steps (the 8th, 32nd, 128th, ..., at most 6, models up to 20M parameters), a copy
         of the weights before the step: the step's update size, measured, not inferred from the optimizer."""
-        k = self.opt_steps.get(id(optimizer), 0) + 1
-        if k not in _SAMPLED or len(self._updates) >= len(_SAMPLED) or self.run.replaying:
+        if len(self._updates) >= len(_SAMPLED) or self.run.replaying:
             return
         params = [p for p in self.run.trainable_params(optimizer) if p.grad is not None]
         if params and sum(p.numel() for p in params) <= 20_000_000:

@@ -2,9 +2,11 @@
 forwards without gradients (evaluation) ran with them in train mode (MOD002)."""
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
-from nndoctor.probes.watchers.base import Watcher
+from nndoctor.probes.watchers.base import DONE, Watcher
 
 MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
 
@@ -27,6 +29,7 @@ class ModesWatcher(Watcher):
         self.nograd_steps: dict[int, int] = {}  # root id -> optimizer steps preceded by such a forward
         self._nograd_since_step: set[int] = set()  # roots run without gradients, in train mode, since the step
         self._last_eval_names: list[str] | None = None  # of the last training forward
+        self._idle = False  # the given model has no dropout or batch-norm: no event needed
 
     def _dependent(self, module: nn.Module) -> list:
         found = self._mode_dependent.get(id(module))
@@ -38,8 +41,11 @@ class ModesWatcher(Watcher):
                 if isinstance(m, MODE_DEPENDENT) and _active(m)]
         return found
 
-    def on_forward(self, module: nn.Module, inputs: tuple, kwargs: dict, training_step: bool) -> None:
+    def on_forward(self, module: nn.Module, inputs: tuple, kwargs: dict, training_step: bool) -> Any:
         dependent = self._dependent(module)
+        if not dependent and module is self.run.model:  # the one model watched has no mode to get wrong
+            self._idle = True
+            return DONE
         if training_step:
             if not self.run.trains:
                 return  # a frozen network (a teacher, a feature loss): its mode is its own business
@@ -57,7 +63,9 @@ class ModesWatcher(Watcher):
                 self.train_mode_eval_root[name] = id(module)
                 self._nograd_since_step.add(id(module))
 
-    def on_before_optimizer_step(self, optimizer) -> None:
+    def on_before_optimizer_step(self, optimizer) -> Any:
+        if self._idle:
+            return DONE
         for root in self._nograd_since_step:
             self.nograd_steps[root] = self.nograd_steps.get(root, 0) + 1
         self._nograd_since_step.clear()

@@ -211,8 +211,8 @@ class StepOrderWatcher(Watcher):
             if self._scaled is not None and self._scaled[0] == id(loss):
                 loss = self._scaled[1]  # the loss under GradScaler's product
             self._scaled = None
-            fn = type(loss.grad_fn).__name__ if loss.grad_fn is not None else ""
-            self._bw_info = (self._fresh, fn in _SCALING_OPS, _site())
+            fn = loss.grad_fn
+            self._bw_info = (self._fresh, fn is not None and type(fn).__name__ in _SCALING_OPS, _site())
             self._fresh = False
         except Exception:
             self.broken = True
@@ -304,8 +304,6 @@ class StepOrderWatcher(Watcher):
 
     def _close_window(self, optimizer, o: _Order) -> None:
         o.steps += 1
-        rates = [g.get("lr", 0.0) for g in optimizer.param_groups]
-        o.lr = max((float(r) for r in rates if not isinstance(r, torch.Tensor)), default=o.lr)
         if o.window_backwards and not o.micro and o.zero_site:
             o.zeroed_steps.add(o.zero_site)
         elif o.wiped and o.micro and o.last_site in o.wiped_sites:  # the same backward line: a micro-batch loop
@@ -314,13 +312,16 @@ class StepOrderWatcher(Watcher):
         # losses summed on purpose)
         if o.fresh >= 2 and o.since_zero and o.unaveraged == o.fresh and len(o.unaveraged_sites) == 1:
             o.summed_steps.add((o.fresh, o.last_site))
+            rates = [g.get("lr", 0.0) for g in optimizer.param_groups]  # read only for the finding's figures
+            o.lr = max((float(r) for r in rates if not isinstance(r, torch.Tensor)), default=o.lr)
         if o.clip is not None and o.backward_after_clip and o.micro:
             o.late_clips.add({**o.clip, "step_norm": self.run.step_norm})
             if self.run.step_norm > o.clip["threshold"]:
                 o.late_over = (o.late_over[0] + 1, max(o.late_over[1], self.run.step_norm))
         o.window_backwards = o.wiped = 0
         o.wipe_site = o.zero_site = ""
-        o.wiped_sites = set()
+        if o.wiped_sites:
+            o.wiped_sites = set()
         o.clip, o.backward_after_clip, o.since_zero = None, False, False
 
     def on_run_end(self) -> None:

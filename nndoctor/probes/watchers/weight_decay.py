@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from nndoctor.probes.watchers.base import Watcher
+from nndoctor.probes.watchers.base import DONE, Watcher
 
 _NAMED = 12  # parameter names kept per group
 
@@ -47,14 +47,15 @@ class WeightDecayWatcher(Watcher):
     def on_optimizer_created(self, optimizer, site: str) -> None:
         self._sites[id(optimizer)] = site
 
-    def on_before_optimizer_step(self, optimizer) -> None:
-        if id(optimizer) in self._seen or self.broken or len(self._seen) >= 8:
-            return
-        self._seen.add(id(optimizer))
-        try:
-            self.optimizers.append(self._read(optimizer))
-        except Exception:
-            self.broken = True
+    def on_before_optimizer_step(self, optimizer) -> Any:
+        if id(optimizer) not in self._seen and not self.broken and len(self._seen) < 8:
+            self._seen.add(id(optimizer))
+            try:
+                self.optimizers.append(self._read(optimizer))
+            except Exception:
+                self.broken = True
+        # read: the optimizer given (the only one whose steps the hub sees), eight, or none readable
+        return DONE if optimizer is self.run.optimizer or self.broken or len(self._seen) >= 8 else None
 
     def _read(self, optimizer: Any) -> Optimizer:
         groups = []
