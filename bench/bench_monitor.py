@@ -15,7 +15,7 @@ in microseconds: on a model so small that a step is mostly overhead, the fastest
 tensors reachable from the watchers after the first steps, and the growth of the process's peak resident
 memory (``ru_maxrss``) from plain steps to monitored steps, in a fresh process.
 
-    python bench/bench_monitor.py [--steps 30] [--rounds 9] [--memory]
+    python bench/bench_monitor.py [--steps 30] [--rounds 9] [--memory] [--no-pin]
 """
 from __future__ import annotations
 
@@ -197,6 +197,22 @@ def memory() -> None:
           f"({100 * m['peak_rss_growth'] / m['param_bytes']:.2f}% of the parameters' bytes)")
 
 
+def steady_allocator() -> bool:
+    """Keep freed memory in the process (glibc's ``mallopt``; elsewhere nothing changes). By default glibc gives
+    large freed blocks back to the system and page-faults them in again on the next step (a CNN's 4 MiB
+    activations: a thousand faults per tensor), which made whole blocks 10-50% slower at random here. Pinned,
+    every kind of step reuses its memory; the plain step gets faster too, so a ratio can only grow."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 32 * 2**20)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+    except (OSError, AttributeError, TypeError):
+        return False
+
+
 def main() -> None:
     import warnings
 
@@ -207,9 +223,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--memory", action="store_true", help="also the extra peak memory on a ~100M-parameter model")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-pin", action="store_true", help="leave the memory allocator as it is")
     args = parser.parse_args()
     if args.memory_child:
         return memory_child()
+    if not args.no_pin:
+        print(f"allocator pinned (freed memory kept): {steady_allocator()}")
     for name, build in (("mlp", mlp), ("cnn-bn", cnn), ("transformer", transformer)):
         bench(name, build, args.steps, args.rounds)
     fixed_cost(args.rounds)

@@ -200,9 +200,17 @@ def _kind(filename: str) -> int:
 
 def read_once(tensors: list[torch.Tensor]) -> list[float]:
     """Every tensor's values as floats, in order, with ONE device-to-host transfer (tensors on an accelerator
-    are gathered there first)."""
+    are gathered there first; on the CPU each is read as it is)."""
     if not tensors:
         return []
+    if all(t.is_cpu for t in tensors):  # no transfer to save: reading each costs less than a stack (measured)
+        values: list[float] = []
+        for t in tensors:
+            if t.dim() == 0:
+                values.append(float(t))
+            else:
+                values.extend(map(float, t.reshape(-1).tolist()))
+        return values
     try:  # same-shaped tensors on one device (scalars, the usual case): one op, then the transfer; stacked
         stacked = torch.stack(tensors)  # rows flatten in the same order as the tensors
         return (stacked if stacked.dim() == 1 else stacked.reshape(-1)).tolist()
