@@ -1,10 +1,8 @@
 """Shared test helpers: running a case, and asserting that the user's state did not change."""
 from __future__ import annotations
 
-import random
 from functools import lru_cache
 
-import numpy as np
 import torch
 
 import nndoctor

@@ -41,7 +41,7 @@ LAYERS = {
     "nndoctor.checks": JUDGES,
     "nndoctor.fixes": JUDGES,
     "nndoctor.diagnosis": JUDGES,
-    "nndoctor.reference": JUDGES,  # the layer-by-layer diff (CMP004): checks/compare.py runs it too
+    "nndoctor.reference": JUDGES,  # the layer-by-layer diff (CMP004): checks/known_results.py runs it too
     # measures
     "nndoctor.probes": MEASURES,
     # the Report and its views

@@ -17,8 +17,8 @@ from nndoctor.context import Context, SkipCheck
 __all__ = ["check", "CheckSpec", "all_checks", "SkipCheck", "Context"]
 
 # Modules holding checks, imported in this order; within a step, checks run in registration order.
-MODULES = ["run", "memory", "shapes", "data_values", "data_targets", "data_splits", "data_order", "loss", "modes",
-           "numerics", "overfit", "overfit_pipeline", "gradients", "compare"]
+MODULES = ["run", "memory", "shapes", "data_values", "data_targets", "data_splits", "data_order", "loss", "initial_loss",
+           "modes", "numerics", "overfit", "overfit_pipeline", "gradients", "compare", "known_results"]
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,13 @@ any finding that has a mechanical one (``nndoctor.fixes``) are verified the same
 """
 from __future__ import annotations
 
-from typing import Any
 
 from nndoctor import fixes
 from nndoctor.checks import SkipCheck, check
 from nndoctor.checks.diagnosis import Diagnosis, diagnose
 from nndoctor.checks.lr_range import LrRange, lr_range
 from nndoctor.checks.overfit_experiment import (LOSS_OK, MIN_STEPS, UNSTABLE, Experiment, error_ok, error_words,
-                                                experiment, goal_words, loss_words, num, outcome_words, run_evidence,
+                                                experiment, goal_words, loss_words, num, run_evidence,
                                                 series_words, signed)
 from nndoctor.checks.verified_fixes import before_after, verify_fix, verify_fixes
 from nndoctor.context import Context

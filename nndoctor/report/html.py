@@ -17,7 +17,7 @@ Plots read these keys, all optional (absent or malformed data means no plot, nev
   - ``"activations"``: ``{"layers": [{"name": "model.1", "dead_fraction": 0.9,
     "saturated_fraction": 0.0}, ...]}``.
   - ``"compare"``: ``{"metric": "accuracy", "split": str, "rows": [{"name": str, "kind":
-    "model|baseline|chance|known|ablation", "value": float}, ...]}`` (as checks/compare.py writes it).
+    "model|baseline|chance|known|ablation", "value": float}, ...]}`` (as checks/compare.py and known_results.py write it).
   - ``"loss_curve"``: the loss of a ``run`` per optimizer step: a curve. A plain list shorter than
     ``report.meta["steps"]`` (the run's optimizer steps) is a downsampled one: spread evenly over them.
   - ``"lr_curve"``: the learning rate of a ``run`` per optimizer step (max over param groups), downsampled

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from textwrap import dedent, indent
+from textwrap import indent
 
 from nndoctor.scaffold.infer import Profile
 from nndoctor.scaffold.models import KERAS_LAYERS, KERAS_WHY, TORCH_MODELS
