@@ -41,3 +41,8 @@ class MonitorEvents:
 
     def on_run_end(self) -> None:
         """Training ended (normally, by ``--max-steps``, or by an exception): the last measurements."""
+
+
+class StopTraining(BaseException):
+    """Raised from an optimizer step hook to stop the script after ``max_steps`` (BaseException so that
+    the user's ``except Exception`` does not swallow it)."""

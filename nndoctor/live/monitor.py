@@ -3,7 +3,8 @@
 (``checks/``) turn the measurements into findings, one check in the report per watcher.
 ``with nndoctor.Monitor(model, optimizer) as mon: <the user's loop>``, then ``mon.report()``;
 ``Monitor()`` with no model watches every module and optimizer (``nndoctor run``, framework callbacks).
-Hot path: a global forward pre-hook (a post-hook only without a model); one host transfer per optimizer step.
+Hot path: a global forward pre-hook (a post-hook only without a model); one host transfer per optimizer step;
+a watcher's event method that returns ``DONE`` is not called for that event again.
 """
 from __future__ import annotations
 
@@ -17,18 +18,14 @@ from torch.nn.modules import module as module_hooks
 from torch.optim import optimizer as optimizer_hooks
 
 from nndoctor.findings import Finding
-from nndoctor.live.events import EVENTS, MonitorEvents
+from nndoctor.live.events import EVENTS, MonitorEvents, StopTraining
 from nndoctor.live.patch import wrap
 from nndoctor.live.registry import LIVE_CHECKS
+from nndoctor.live.summary import build_report
 from nndoctor.probes.watchers.base import DONE, LiveRun, Watcher, read_step, user_site
 from nndoctor.report.model import Report
 
 _compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # compiled graphs: the hooks return at once
-
-
-class StopTraining(BaseException):
-    """Raised from an optimizer step hook to stop the script after ``max_steps`` (BaseException so that
-    the user's ``except Exception`` does not swallow it)."""
 
 
 class Monitor(MonitorEvents):
@@ -41,8 +38,7 @@ class Monitor(MonitorEvents):
         self._to = {e: [getattr(w, e) for w in self.watchers if hasattr(type(w), e)] for e in EVENTS}
         self._readers = [w for w in self.watchers if type(w).reads is not Watcher.reads]
         self.findings: list[Finding] = []
-        self._found: list[list[Finding]] = []  # per watcher
-        self._undo: list[Any] = []
+        self._found, self._undo = [], []  # the findings per watcher; how to remove each hook and patch
         self._root: nn.Module | None = None  # the root module whose forward is running
         self._started, self._ended, self._report = time.monotonic(), False, None
 
@@ -82,17 +78,15 @@ class Monitor(MonitorEvents):
             self._undo.pop()()
 
     # ----- PyTorch's hooks -> events ----------------------------------------------------------------
-    def _pre_model_forward(self, module: nn.Module, args: tuple) -> None:
-        # A given model is the root wherever it is called (a DDP wrapper calls it one level down). The identity
-        # test comes first: every other module's call returns after one comparison.
+    def _pre_model_forward(self, module: nn.Module, args: tuple) -> None:  # the given model: a root wherever
+        # it is called (DDP calls it one level down); every other module's call returns after one comparison
         if module is self.model and not _compiling() and not self.run.replaying:
             self.on_forward(module, args, {}, torch.is_grad_enabled() and not torch.is_inference_mode_enabled())
 
     def _pre_forward(self, module: nn.Module, args: tuple) -> None:
-        if _compiling() or self._root is not None or self.run.replaying:
-            return
-        self._root = module
-        self.on_forward(module, args, {}, torch.is_grad_enabled() and not torch.is_inference_mode_enabled())
+        if not (_compiling() or self._root is not None or self.run.replaying):
+            self._root = module
+            self.on_forward(module, args, {}, torch.is_grad_enabled() and not torch.is_inference_mode_enabled())
 
     def _post_forward(self, module: nn.Module, args: tuple, output: Any) -> None:
         if not _compiling() and module is self._root:
@@ -141,18 +135,15 @@ class Monitor(MonitorEvents):
         self._emit("on_error", exc)
 
     def on_run_end(self) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        self._emit("on_run_end")
-        self._found = [check.judge(w) for check, w in zip(LIVE_CHECKS, self.watchers)]
-        self.findings = [f for found in self._found for f in found]
+        if not self._ended:
+            self._ended = True
+            self._emit("on_run_end")
+            self._found = [check.judge(w) for check, w in zip(LIVE_CHECKS, self.watchers)]
+            self.findings = [f for found in self._found for f in found]
 
     def report(self) -> Report:
         """The findings (call after the loop; the context manager judges on exit). In a distributed run every
         rank must call it: rank 0 gets the merged report of all ranks, the others their own."""
-        from nndoctor.live.summary import build_report
-
         self.on_run_end()
         if self._report is None:
             self._report = build_report(self, self._found, time.monotonic() - self._started)
