@@ -4,7 +4,8 @@ watcher itself.
 
 Adding a live check (say, learning-rate schedules):
   1. ``probes/watchers/lr_schedule.py``: a ``Watcher`` subclass with a ``name``, a one-line ``describe()``
-     and only the event methods it needs (``live/events.py`` declares them). Per-step device numbers go in
+     and only the event methods it needs (``live/events.py`` declares them; one that returns ``DONE`` is not
+     called for that event again). Per-step device numbers go in
      ``reads(optimizer)`` and come back as floats in ``on_read``: the hub reads every watcher's in one host
      transfer. Shared facts (steps, losses, the roots, the optimizer's parameters) are on ``self.run``.
   2. A judge ``judge(watcher) -> list[Finding]`` in the ``checks/`` module of its concern.
