@@ -129,8 +129,11 @@ def test_watchers_with_nothing_to_watch_go_quiet_and_come_back_for_a_model_that_
     torch.manual_seed(0)
     plain = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))  # CPU, one process, no dropout
     opt = torch.optim.SGD(plain.parameters(), lr=0.1)
-    quiet = _quiet(_train(plain, opt, 3, plain, opt))
-    assert {"GpuUsageWatcher", "RanksWatcher", "ModesWatcher", "CompiledWatcher", "WeightDecayWatcher"} <= quiet
+    mon = _train(plain, opt, 4, plain, opt)
+    assert {"GpuUsageWatcher", "RanksWatcher", "ModesWatcher", "CompiledWatcher", "WeightDecayWatcher"} <= _quiet(mon)
+    # the given optimizer was seen changing its parameters: nothing more to read for it
+    assert "OptimizerWatcher" not in {type(w).__name__ for w in mon._readers}
+    assert mon.run.steps_of == {id(opt): 4}
     dropout = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 2))
     opt = torch.optim.SGD(dropout.parameters(), lr=0.1)
     assert "ModesWatcher" not in _quiet(_train(dropout, opt, 3, dropout, opt))

@@ -51,10 +51,10 @@ class Watcher:
     def stop(self) -> None:
         """The Monitor is closing: remove what ``start`` installed. Must be safe to call twice."""
 
-    def reads(self, optimizer: torch.optim.Optimizer) -> Sequence[torch.Tensor]:
+    def reads(self, optimizer: torch.optim.Optimizer) -> Sequence[torch.Tensor] | str:
         """Device scalars to read at this optimizer step (before it applies), all in the hub's one transfer.
         0-d tensors are cheapest (stacked as they are); 1-d ones (not empty) are flattened into the same
-        transfer."""
+        transfer. ``DONE``: nothing to read at this step or any later one."""
         return ()
 
     def on_read(self, optimizer: torch.optim.Optimizer, values: list[float]) -> None:
@@ -90,6 +90,7 @@ class LiveRun:
         self.model = model
         self.optimizer = optimizer
         self.steps = 0  # optimizer steps, all optimizers together
+        self.steps_of: dict[int, int] = {}  # id(optimizer) -> its steps (the hub counts them before the event)
         self.backwards = 0  # backward() calls on a scalar
         self.losses: list[float] = []
         self.grad_norms: list[float] = []
@@ -223,17 +224,22 @@ def read_once(tensors: list[torch.Tensor]) -> list[float]:
 
 def read_step(watchers: list[Watcher], optimizer: torch.optim.Optimizer) -> None:
     """Ask each watcher for its ``reads``, read them all at once, hand each its floats (``on_read``). A watcher
-    that raises (an exotic tensor type, a model it cannot read) is switched off, never the user's step."""
-    asked, tensors = [], []
+    that raises (an exotic tensor type, a model it cannot read) is switched off, never the user's step; one
+    whose ``reads`` gave ``DONE`` leaves ``watchers``."""
+    asked, tensors, done = [], [], []
     for w in watchers:
         if w.failed is None:
             try:
                 ts = w.reads(optimizer)
-                if ts:
+                if ts is DONE:
+                    done.append(w)
+                elif ts:
                     asked.append((w, ts))
                     tensors.extend(ts)
             except Exception as exc:  # noqa: BLE001 - a measurement must not break training
                 w.failed = f"{type(exc).__name__}: {exc}"
+    for w in done:  # not asked again
+        watchers.remove(w)
     if not asked:
         return
     try:

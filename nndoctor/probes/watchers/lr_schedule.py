@@ -67,15 +67,19 @@ class LRScheduleWatcher(Watcher):
         self._by_id: dict[int, Schedule] = {}
         self.lrs: list[float] = []  # the LR each optimizer step used, all optimizers in step order
         self.lr_optimizer: list[int] = []  # id of the optimizer of each entry of lrs
-        self.opt_steps: dict[int, int] = {}
         self.tried: set[int] = set()  # optimizers a GradScaler.step was called for
         self._depth = 0  # a SequentialLR steps its children: only the outermost call counts
         self._init_depth = 0
-        self._before: tuple[int, list[torch.Tensor], list[torch.Tensor]] | None = None
+        self._before: tuple[int, int, list[torch.Tensor], list[torch.Tensor]] | None = None  # (optimizer, step, ...)
         self._updates: list[tuple[int, torch.Tensor]] = []  # (step, [update norm, weight norm]) on device
         self.update_ratios: list[tuple[int, float]] = []  # (step, |update| / |weights|), after the run
         self._patches = self.patches()
 
+
+    @property
+    def opt_steps(self) -> dict[int, int]:
+        """Each optimizer's steps (the hub counts them)."""
+        return self.run.steps_of
 
     def start(self) -> None:
         try:
@@ -172,7 +176,7 @@ class LRScheduleWatcher(Watcher):
             if lr is not None and len(self.lrs) < 1_000_000:
                 self.lrs.append(lr)
                 self.lr_optimizer.append(id(optimizer))
-            if self.opt_steps.get(id(optimizer), 0) + 1 in _SAMPLED:
+            if self.run.steps_of.get(id(optimizer), 0) + 1 in _SAMPLED:
                 self._snapshot(optimizer)
         except Exception:
             self.broken = True
@@ -184,20 +188,23 @@ class LRScheduleWatcher(Watcher):
             return
         params = [p for p in self.run.trainable_params(optimizer) if p.grad is not None]
         if params and sum(p.numel() for p in params) <= 20_000_000:
-            self._before = (id(optimizer), params, [local(p.detach()).clone() for p in params])  # shards: no collective
+            self._before = (id(optimizer), self.run.steps_of.get(id(optimizer), 0) + 1, params,
+                            [local(p.detach()).clone() for p in params])  # shards: no collective
 
     def on_after_optimizer_step(self, optimizer) -> None:
-        self.opt_steps[id(optimizer)] = self.opt_steps.get(id(optimizer), 0) + 1
-        if self._before is not None and self._before[0] == id(optimizer):
-            try:
-                _, params, old = self._before
-                moved = torch._foreach_sub([local(p.detach()) for p in params], old)
-                norms = torch.stack([torch.linalg.vector_norm(torch.stack(torch._foreach_norm(moved))),
-                                     torch.linalg.vector_norm(torch.stack(torch._foreach_norm(old)))])
-                self._updates.append((self.opt_steps[id(optimizer)], norms))  # read once, at the end
-            except Exception:
-                pass
-            self._before = None
+        if self._before is not None and self._before[0] == id(optimizer):  # the copy is freed at once
+            self._measure_update()
+
+    def _measure_update(self) -> None:
+        _, step, params, old = self._before
+        self._before = None
+        try:
+            moved = torch._foreach_sub([local(p.detach()) for p in params], old)
+            norms = torch.stack([torch.linalg.vector_norm(torch.stack(torch._foreach_norm(moved))),
+                                 torch.linalg.vector_norm(torch.stack(torch._foreach_norm(old)))])
+            self._updates.append((step, norms))  # read once, at the end
+        except Exception:
+            pass
 
     def on_run_end(self) -> None:
         self.stop()

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from nndoctor.probes.sharded import local
-from nndoctor.probes.watchers.base import Watcher
+from nndoctor.probes.watchers.base import DONE, Watcher
 
 WINDOW = 3  # steps with a learning rate above 0 compared with the first before "changed none" is said
 
@@ -50,7 +50,6 @@ class OptimizerWatcher(Watcher):
         super().__init__(run)
         self.created: dict[int, tuple[Any, str]] = {}  # id -> (weakref to the optimizer, user's line that built it)
         self.stepped: dict[int, Any] = {}  # id -> weakref of optimizers that stepped
-        self.steps_of: dict[int, int] = {}
         self.updates: dict[int, _Updates] = {}
         if run.optimizer is not None:
             self.created[id(run.optimizer)] = (weakref.ref(run.optimizer), "optimizer")
@@ -79,8 +78,8 @@ class OptimizerWatcher(Watcher):
         u = self.updates.get(id(optimizer))
         if u is None:
             u = self.updates[id(optimizer)] = _Updates()
-        if u.done:
-            return ()
+        if u.done:  # the given optimizer judged: no reading is needed any more
+            return DONE if optimizer is self.run.optimizer else ()
         if u.first is None:
             lr = max_lr(optimizer)
             if lr is not None and lr <= 0:
@@ -113,11 +112,16 @@ class OptimizerWatcher(Watcher):
         if u.changed or u.compared >= WINDOW:
             u.done = True
 
-    def on_after_optimizer_step(self, optimizer) -> None:
+    @property
+    def steps_of(self) -> dict[int, int]:
+        """Each optimizer's steps (the hub counts them)."""
+        return self.run.steps_of
+
+    def on_after_optimizer_step(self, optimizer) -> Any:
         ref = self.stepped.get(id(optimizer))
         if ref is None or ref() is not optimizer:  # (a new optimizer may reuse a collected one's id)
             self.stepped[id(optimizer)] = weakref.ref(optimizer)
-        self.steps_of[id(optimizer)] = self.steps_of.get(id(optimizer), 0) + 1
+        return DONE if optimizer is self.run.optimizer else None  # the given one: the only one whose steps come
 
     def on_run_end(self) -> None:
         # a run too short for a comparison at the next step: read once more now (off the hot path)

@@ -25,27 +25,31 @@ class StaleGradientsWatcher(Watcher):
     def _state(self, optimizer) -> dict[str, Any]:
         state = self._states.get(id(optimizer))
         if state is None:
-            state = self._states[id(optimizer)] = {"armed": False, "stale": None}
+            # "seen": the optimizer's step count at the last backward that reached it (the hub counts steps, so
+            # no event after each step is needed to tell the first backward after a step)
+            state = self._states[id(optimizer)] = {"seen": self.run.steps_of.get(id(optimizer), 0), "stale": None}
             params = self.run.trainable_params(optimizer)
             if params:
-                self._handles.append(params[0].register_hook(self._hook(params[0], state)))
+                self._handles.append(params[0].register_hook(self._hook(params[0], state, id(optimizer))))
         return state
 
-    @staticmethod
-    def _hook(param: torch.Tensor, state: dict[str, Any]):
+    def _hook(self, param: torch.Tensor, state: dict[str, Any], optimizer_id: int):
+        steps_of = self.run.steps_of
+
         def hook(grad: torch.Tensor) -> None:
             # Runs before the new gradient is accumulated into .grad. The first backward after a step that
             # finds the old gradient still there raises a suspicion (a device flag, read at the next step);
             # a later backward that finds .grad emptied clears it. So only a step that really uses gradients
             # carried over from before the previous step counts: not a GAN generator's backward that passes
             # through the discriminator, whose gradients are zeroed before the discriminator's own step.
+            steps = steps_of.get(optimizer_id, 0)
             if param.grad is None:
                 state["stale"] = None
-            elif state["armed"]:
+            elif steps != state["seen"]:  # the first backward since this optimizer stepped
                 state["stale"] = (local(param.grad) != 0).any()  # a shard: no collective
             elif state["stale"] is not None:
                 state["stale"] = state["stale"] & (local(param.grad) != 0).any()
-            state["armed"] = False
+            state["seen"] = steps
 
         return hook
 
@@ -56,9 +60,6 @@ class StaleGradientsWatcher(Watcher):
     def on_read(self, optimizer, values: list[float]) -> None:
         self.stale_steps += int(values[0] > 0)
         self._states[id(optimizer)]["stale"] = None
-
-    def on_after_optimizer_step(self, optimizer) -> None:
-        self._state(optimizer)["armed"] = True
 
     def stop(self) -> None:
         for handle in self._handles:

@@ -34,9 +34,7 @@ def _site() -> str:
     return user_site(sys._getframe(1))
 
 
-def _graph_task() -> int:
-    """The autograd engine's id of the running backward call."""
-    return torch._C._current_graph_task_id()
+_current_graph_task = torch._C._current_graph_task_id  # the autograd engine's id of the running backward call
 
 
 class Tally:
@@ -174,7 +172,7 @@ class StepOrderWatcher(Watcher):
 
     def _hook(self, o: _Order) -> Callable:
         def hook(grad: torch.Tensor) -> None:
-            task = _graph_task()  # one per backward call, torch.autograd.backward's included
+            task = _current_graph_task()  # one per backward call, torch.autograd.backward's included
             if self.broken or self.run.replaying or o.last_bw == task:
                 return
             o.last_bw = task  # once per backward call, whichever hooked parameter it reaches
