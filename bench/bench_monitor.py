@@ -2,14 +2,15 @@
 
 Plain, monitored and anomaly-mode steps are interleaved in one process (round-robin blocks of ~0.2 s, the
 order reversed every other round; ``--rounds`` rounds, more within ~20 s of CPU per model), on an MLP, a
-CNN with batch-norm and a small transformer, CPU. Prints, for ``Monitor(model, optimizer)`` and for
-``Monitor()`` (what ``nndoctor run`` uses), the median over the rounds of each block's step time over the
-plain block of the same round, its interquartile range in brackets (a machine shared with other jobs slows
-whole seconds, which divide out of a round), and ``min``: the fastest block over the fastest plain block
-(other jobs only ever add time). The first ``WARM`` steps of each monitored block and its 32nd (a run's one-off
-readings) are not timed. Times are CPU time of one thread (``torch.set_num_threads(1)``,
-``time.thread_time``), which such jobs disturb far less than the wall clock. Then the fixed cost per step
-in microseconds: on a model so small that a step is mostly overhead, the fastest block of each kind.
+CNN with batch-norm and a small transformer, CPU. Every step is timed. Prints, for ``Monitor(model,
+optimizer)`` and for ``Monitor()`` (what ``nndoctor run`` uses): the typical step over the plain one (the
+median of all steps of each kind: a step another job preempted is an outlier, not a cost), and in brackets
+the median over the rounds of each block's mean step over the plain block of the same round with its
+interquartile range (a machine shared with other jobs slows whole seconds, which divide out of a round).
+The first ``WARM`` steps of each monitored block and its 32nd (a run's one-off readings) are not counted.
+Times are CPU time of one thread (``torch.set_num_threads(1)``, ``time.thread_time``), which such jobs
+disturb far less than the wall clock; glibc keeps freed memory (``steady_allocator``). Then the fixed cost
+per step in microseconds: on a model so small that a step is mostly overhead, the fastest block of each kind.
 
 ``--memory`` adds the Monitor's extra peak memory on a ~100M-parameter model (CPU), two ways: the bytes of
 tensors reachable from the watchers after the first steps, and the growth of the process's peak resident
@@ -62,37 +63,37 @@ def transformer():
 
 
 def timed_steps(model, opt, x, y, steps: int) -> float:
-    loss_fn = nn.CrossEntropyLoss()
-    t0 = time.thread_time()
+    return statistics.fmean(step_times(model, opt, x, y, steps))
+
+
+def step_times(model, opt, x, y, steps: int) -> list[float]:
+    """Each step's CPU time (two clock reads per step, the same for every kind)."""
+    loss_fn, times, clock = nn.CrossEntropyLoss(), [], time.thread_time
     for _ in range(steps):
+        t0 = clock()
         opt.zero_grad()
         loss_fn(model(x), y).backward()
         opt.step()
-    return (time.thread_time() - t0) / steps
+        times.append(clock() - t0)
+    return times
 
 
-WARM = 8  # monitored steps not timed in each block, and step 32 (timed around): a run's one-off readings
-# (parameter statistics of the first steps, the update-size samples of steps 8 and 32; the next is at step
-# 128) are not its per-step cost
+WARM = 8  # monitored steps not timed in each block, nor step 32: a run's one-off readings (parameter
+# statistics of the first steps, the update-size samples of steps 8 and 32; the next is at step 128) are not
+# its per-step cost
+SAMPLE = 32  # the monitored step that copies the weights to measure the update size (lr_schedule.py)
 
 
-def block(kind: str, model, opt, x, y, steps: int) -> float:
+def block(kind: str, model, opt, x, y, steps: int) -> list[float]:
+    """The step times of one block of ``steps`` timed steps of this kind."""
     if kind == "plain":
-        return timed_steps(model, opt, x, y, steps)
+        return step_times(model, opt, x, y, steps)
     if kind == "detect_anomaly":
         with torch.autograd.detect_anomaly(check_nan=True):
-            return timed_steps(model, opt, x, y, steps)
+            return step_times(model, opt, x, y, steps)
     with Monitor(model, opt) if kind == "monitor" else Monitor():  # Monitor(): every module and optimizer, as `nndoctor run`
-        timed_steps(model, opt, x, y, WARM)
-        before = min(steps, SAMPLE - 1 - WARM)  # the steps before the sample at step SAMPLE, then those after it
-        seconds = timed_steps(model, opt, x, y, before) * before
-        if steps > before:
-            timed_steps(model, opt, x, y, 1)
-            seconds += timed_steps(model, opt, x, y, steps - before) * (steps - before)
-        return seconds / steps
-
-
-SAMPLE = 32  # the monitored step that copies the weights to measure the update size (lr_schedule.py)
+        times = step_times(model, opt, x, y, WARM + steps + (WARM + steps >= SAMPLE))[WARM:]
+    return times[:SAMPLE - 1 - WARM] + times[SAMPLE - WARM:] if len(times) > steps else times
 
 
 def bench(name, build, steps: int, rounds: int) -> None:
@@ -102,23 +103,26 @@ def bench(name, build, steps: int, rounds: int) -> None:
     timed_steps(model, opt, x, y, 5)  # warm-up
     steps = max(5, min(steps, round(0.2 / timed_steps(model, opt, x, y, 3))))  # blocks of ~0.2 s: many short rounds
     kinds = ("plain", "monitor", "run", "detect_anomaly")
-    results: dict[str, list[float]] = {k: [] for k in kinds}
+    blocks: dict[str, list[list[float]]] = {k: [] for k in kinds}
     start, r = time.thread_time(), 0
     while r < rounds or (r < 4 * rounds and time.thread_time() - start < 20):  # small models: more rounds, ~20 s
         for kind in kinds if r % 2 == 0 else kinds[::-1]:  # each kind as often first as last: a drift cancels
-            results[kind].append(block(kind, model, opt, x, y, steps))
+            blocks[kind].append(block(kind, model, opt, x, y, steps))
         r += 1
-    plain = statistics.median(results["plain"])
-    # each block against the plain block of its own round, then the median: a busy minute divides out
-    ratios = {k: sorted(t / p for t, p in zip(results[k], results["plain"])) for k in kinds[1:]}
-    anomaly = statistics.median(ratios["detect_anomaly"])
+    # The typical step: the median of every step of a kind (a step another job preempted is an outlier, not a
+    # cost), over the plain one. Then each block's mean against the plain block of its own round (a busy
+    # second divides out), the median of those ratios and their interquartile range.
+    typical = {k: statistics.median([t for b in blocks[k] for t in b]) for k in kinds}
+    means = {k: [statistics.fmean(b) for b in blocks[k]] for k in kinds}
+    ratios = {k: sorted(t / p for t, p in zip(means[k], means["plain"])) for k in kinds[1:]}
 
-    def shown(k: str) -> str:  # the median, its interquartile range, and the fastest block over the fastest plain one
-        r, fastest = ratios[k], min(results[k]) / min(results["plain"])  # (other jobs only ever add time)
-        return f"{statistics.median(r):5.2f}x [{r[len(r) // 4]:.2f}-{r[-1 - len(r) // 4]:.2f}] min {fastest:4.2f}x"
+    def shown(k: str) -> str:
+        r = ratios[k]
+        return (f"{typical[k] / typical['plain']:5.2f}x (blocks {statistics.median(r):.2f}x "
+                f"[{r[len(r) // 4]:.2f}-{r[-1 - len(r) // 4]:.2f}])")
 
-    print(f"{name:<12} plain {plain * 1e3:7.2f} ms/step   Monitor {shown('monitor')}   Monitor() {shown('run')}   "
-          f"detect_anomaly {anomaly:5.2f}x")
+    print(f"{name:<12} plain {typical['plain'] * 1e3:7.2f} ms/step   Monitor {shown('monitor')}   "
+          f"Monitor() {shown('run')}   detect_anomaly {typical['detect_anomaly'] / typical['plain']:5.2f}x")
 
 
 def fixed_cost(rounds: int) -> None:
@@ -129,9 +133,8 @@ def fixed_cost(rounds: int) -> None:
     timed_steps(model, opt, x, y, 20)
     best = {"plain": [], "monitor": [], "run": []}
     for _ in range(max(3, rounds * 4)):
-        best["plain"].append(timed_steps(model, opt, x, y, 100))
-        best["monitor"].append(block("monitor", model, opt, x, y, 100))
-        best["run"].append(block("run", model, opt, x, y, 100))
+        for kind in best:
+            best[kind].append(statistics.fmean(block(kind, model, opt, x, y, 100)))
     plain = min(best["plain"])
     print(f"{'fixed cost':<12} plain {plain * 1e6:7.0f} us/step   Monitor +{(min(best['monitor']) - plain) * 1e6:.0f} us"
           f"   Monitor() +{(min(best['run']) - plain) * 1e6:.0f} us per step")

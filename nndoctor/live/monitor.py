@@ -122,8 +122,7 @@ class Monitor(MonitorEvents):
         self._emit("on_before_optimizer_step", optimizer)
 
     def on_after_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.run.steps += 1
-        self.run.steps_of[id(optimizer)] = self.run.steps_of.get(id(optimizer), 0) + 1
+        self.run.stepped(optimizer)
         self._emit("on_after_optimizer_step", optimizer)
         if self.max_steps is not None and self.run.steps >= self.max_steps:
             raise StopTraining()

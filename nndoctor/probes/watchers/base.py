@@ -90,7 +90,7 @@ class LiveRun:
         self.model = model
         self.optimizer = optimizer
         self.steps = 0  # optimizer steps, all optimizers together
-        self.steps_of: dict[int, int] = {}  # id(optimizer) -> its steps (the hub counts them before the event)
+        self.steps_of: dict[int, int] = {}  # id(optimizer) -> its steps (counted before the watchers hear)
         self.backwards = 0  # backward() calls on a scalar
         self.losses: list[float] = []
         self.grad_norms: list[float] = []
@@ -103,6 +103,11 @@ class LiveRun:
         self.error: BaseException | None = None
         self.trains = False  # the last root forward trained a root with trainable parameters (saw_forward)
         self._optimizer_params: dict[int, tuple[int, list[torch.Tensor], bool]] = {}  # (groups, params, sharded)
+
+    def stepped(self, optimizer: torch.optim.Optimizer) -> None:
+        """An optimizer step ran (the hub tells, before the watchers hear of it)."""
+        self.steps += 1
+        self.steps_of[id(optimizer)] = self.steps_of.get(id(optimizer), 0) + 1
 
     def root(self, module: nn.Module) -> Root:
         r = self.roots.get(id(module))
