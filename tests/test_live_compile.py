@@ -118,3 +118,26 @@ def test_compiled_softmax_through_the_cli(tmp_path, planted, backend):
         assert [f["location"] for f in found] == ["model.3"] and found[0]["evidence"]["cause"] == "activation"
     else:
         assert [f["code"] for f in findings if f["severity"] in ("error", "warning")] == []
+
+
+@pytest.mark.parametrize("given", ["original", "compiled"])
+def test_a_compiled_model_given_to_the_monitor_trains_and_its_bug_is_found(given):
+    """Monitor(model, optimizer) around a compiled model, given as the module or as its compiled wrapper: the
+    hub's hook is traced into the graph without breaking it, and the planted LOS001 is found; its clean twin
+    is silent."""
+    for last, planted in ((nn.Softmax(dim=1), True), (None, False)):
+        model = _classifier(last)
+        compiled = torch.compile(model, backend="eager")
+        torch.manual_seed(1)
+        x, y = torch.randn(256, 20), torch.randint(0, 4, (256,))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        with warnings.catch_warnings(), nndoctor.Monitor(model if given == "original" else compiled, opt) as mon:
+            warnings.simplefilter("ignore")
+            for i in range(12):
+                b = slice((i * 32) % 256, (i * 32) % 256 + 32)
+                opt.zero_grad()
+                nn.functional.cross_entropy(compiled(x[b]), y[b]).backward()
+                opt.step()
+        report = mon.report()
+        assert mon.steps == 12 and ("LOS001" in report.codes()) == planted
+        assert not [c for c in _loud(report) if c != "LOS001"]

@@ -33,6 +33,7 @@ class Monitor(MonitorEvents):
                  max_steps: int | None = None):
         self.model, self.optimizer, self.max_steps = model, optimizer, max_steps
         self.run = LiveRun(model, optimizer)
+        self._model_id = id(model)  # an int: compiled graphs trace the hook, and may not reach the model from it
         self.watchers: list[Watcher] = [check.watcher(self.run) for check in LIVE_CHECKS]
         # per event, the bound methods of the watchers that define it: an unwatched event costs nothing
         self._to = {e: [getattr(w, e) for w in self.watchers if hasattr(type(w), e)] for e in EVENTS}
@@ -80,7 +81,7 @@ class Monitor(MonitorEvents):
     # ----- PyTorch's hooks -> events ----------------------------------------------------------------
     def _pre_model_forward(self, module: nn.Module, args: tuple) -> None:  # the given model: a root wherever
         # it is called (DDP calls it one level down); every other module's call returns after one comparison
-        if module is self.model and not _compiling() and not self.run.replaying:
+        if id(module) == self._model_id and not _compiling() and not self.run.replaying:
             self.on_forward(module, args, {}, torch.is_grad_enabled() and not torch.is_inference_mode_enabled())
 
     def _pre_forward(self, module: nn.Module, args: tuple) -> None:
