@@ -14,7 +14,7 @@ from torch import nn
 
 import nndoctor
 from nndoctor import Setup, cli
-from nndoctor.catalogue import crashes
+from nndoctor.catalogue import crashes, search_query
 from nndoctor.probes.errors import classify, known_error
 from nndoctor.report.terminal import render_text
 
@@ -73,7 +73,7 @@ def test_messages_seen_elsewhere_match_their_entry(entry, text):
     """Matched from text, not reproduced: GPU/NCCL-only messages and other versions' wording, as PyTorch writes
     them (its source and issue reports)."""
     assert crashes.match(text) is entry, crashes.match(text)
-    assert_query_quotes(crashes.search_query("RuntimeError", text, entry), text)
+    assert_query_quotes(search_query.search_query("RuntimeError", text, entry), text)
 
 
 def test_every_entry_is_reproduced_or_has_verbatim_text():
@@ -123,7 +123,7 @@ QUERIES = [
 @pytest.mark.parametrize("type_name,message,query", QUERIES, ids=[q[2][:40] for q in QUERIES])
 def test_query_keeps_the_message_and_drops_the_users_specifics(type_name, message, query):
     entry = crashes.match(message)
-    assert crashes.search_query(type_name, message, entry) == query
+    assert search_query.search_query(type_name, message, entry) == query
 
 
 # ----- through nndoctor.check: RUN findings quote the catalogue ---------------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nndoctor.catalogue import crashes
+from nndoctor.catalogue import crashes, search_query
 from nndoctor.catalogue.crashes import KnownError
 
 _SHAPE = re.compile(
@@ -91,7 +91,7 @@ def known_error(exc: BaseException) -> tuple[KnownError | None, str]:
     entry = crashes.match(message)
     if entry is None and exc.__cause__ is not None:
         entry = crashes.match(str(exc.__cause__))
-    return entry, crashes.search_query(type(exc).__name__, message, entry)
+    return entry, search_query.search_query(type(exc).__name__, message, entry)
 
 
 _NNDOCTOR_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
