@@ -117,7 +117,9 @@ class LiveRun:
 
     def saw_forward(self, module: nn.Module, inputs: tuple, kwargs: dict, training_step: bool) -> Root | None:
         """Book a root module's call; None for one without parameters (a loss module: nothing to watch)."""
-        root = self.root(module)
+        root = self.roots.get(id(module))  # (``root()`` inlined: this runs on every root call)
+        if root is None or root.ref() is not module:
+            root = self.root(module)
         if not root.params:
             return None
         self.trains = training_step and root.trainable(self.steps)

@@ -90,7 +90,8 @@ class DataWaitWatcher(Watcher):
         if self._start is None:
             params = self.run.root(module).params
             self.device = params[0].device.type if params else "cpu"
-        self._event_at_start()
+        if self.device == "cuda":
+            self._event_at_start()
         self._start, self._stepped, self._waited = now, False, 0.0
 
     def on_after_optimizer_step(self, optimizer) -> None:

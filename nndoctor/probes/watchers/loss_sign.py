@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from nndoctor.probes.errors import user_call_site
-from nndoctor.probes.loss_sign import negated_loss
+from nndoctor.probes.loss_sign import NON_NEGATIVE, negated_loss
 from nndoctor.probes.watchers.base import Watcher, outside_nndoctor
 
 
@@ -24,6 +24,10 @@ class LossSignWatcher(Watcher):
         self.site: str | None = None
 
     def on_backward(self, loss: torch.Tensor) -> None:
+        fn = loss.grad_fn
+        if fn is not None and type(fn).__name__ in NON_NEGATIVE:  # the loss itself, not negated: the usual case
+            self._pending = None
+            return
         try:
             self._pending = negated_loss(loss)
         except Exception:  # an unusual graph: no reading

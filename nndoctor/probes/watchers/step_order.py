@@ -210,7 +210,8 @@ class StepOrderWatcher(Watcher):
                 loss = self._scaled[1]  # the loss under GradScaler's product
             self._scaled = None
             fn = loss.grad_fn
-            self._bw_info = (self._fresh, fn is not None and type(fn).__name__ in _SCALING_OPS, _site())
+            self._bw_info = (self._fresh, fn is not None and type(fn).__name__ in _SCALING_OPS,
+                             user_site(sys._getframe()))
             self._fresh = False
         except Exception:
             self.broken = True
