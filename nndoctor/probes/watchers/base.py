@@ -29,7 +29,14 @@ from nndoctor.probes.watchers.guarded import Patches
 from nndoctor.probes.wrappers import named_modules, named_parameters
 
 
-DONE = "done"  # returned by an event method: the hub stops calling it for that event
+class _Done:
+    """What an event method (or ``reads``) returns when its watcher needs that event no more."""
+
+    def __repr__(self) -> str:
+        return "DONE"
+
+
+DONE = _Done()  # the hub stops calling that method for that event
 
 
 class Watcher:
@@ -51,7 +58,7 @@ class Watcher:
     def stop(self) -> None:
         """The Monitor is closing: remove what ``start`` installed. Must be safe to call twice."""
 
-    def reads(self, optimizer: torch.optim.Optimizer) -> Sequence[torch.Tensor] | str:
+    def reads(self, optimizer: torch.optim.Optimizer) -> Sequence[torch.Tensor] | _Done:
         """Device scalars to read at this optimizer step (before it applies), all in the hub's one transfer.
         0-d tensors are cheapest (stacked as they are); 1-d ones (not empty) are flattened into the same
         transfer. ``DONE``: nothing to read at this step or any later one."""
