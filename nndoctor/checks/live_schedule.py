@@ -69,7 +69,7 @@ def judge(watcher: Any) -> list[Finding]:
     n = min(len(lrs), len(run.losses))
     if s is None or s.plateau or n < MIN_STEPS or len(run.loss_owners) > 1:
         return findings
-    stepped = watcher.opt_steps.get(s.optimizer_id, 0) - max(s.created_at, 0)
+    stepped = watcher.run.steps_of.get(s.optimizer_id, 0) - max(s.created_at, 0)
     if s.steps < 0.5 * max(stepped, 1):  # stepped per epoch (or rarer): what a decaying schedule is written for
         return findings
     found = collapse(lrs[:n])

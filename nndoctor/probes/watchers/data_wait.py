@@ -106,8 +106,7 @@ class DataWaitWatcher(Watcher):
         self.on_after_optimizer_step(None)
 
     def _event_at_start(self) -> None:
-        if self.device != "cuda":
-            return
+        """On CUDA (the caller asks): CUDA events around the sampled steps."""
         if self._start_event is not None and self._end_event is not None:
             event = _record()
             self._events.append((self._start_event, self._end_event, event))

@@ -76,11 +76,6 @@ class LRScheduleWatcher(Watcher):
         self._patches = self.patches()
 
 
-    @property
-    def opt_steps(self) -> dict[int, int]:
-        """Each optimizer's steps (the hub counts them)."""
-        return self.run.steps_of
-
     def start(self) -> None:
         try:
             from torch.optim import lr_scheduler as L
@@ -146,7 +141,7 @@ class LRScheduleWatcher(Watcher):
     def _created(self, scheduler: Any) -> None:
         if id(scheduler) in self._by_id or len(self.schedules) >= 64:
             return
-        s = Schedule(scheduler, _site(), self.opt_steps.get(id(getattr(scheduler, "optimizer", None)), 0))
+        s = Schedule(scheduler, _site(), self.run.steps_of.get(id(getattr(scheduler, "optimizer", None)), 0))
         self._by_id[id(scheduler)] = s
         self.schedules.append(s)
 
@@ -161,7 +156,7 @@ class LRScheduleWatcher(Watcher):
         s.steps += 1
         if not s.step_site:
             s.step_site = _site()
-        if s.steps == 1 and s.created_at >= 0 and self.opt_steps.get(s.optimizer_id, 0) == s.created_at \
+        if s.steps == 1 and s.created_at >= 0 and self.run.steps_of.get(s.optimizer_id, 0) == s.created_at \
                 and s.optimizer_id not in self.tried:
             s.early_site = s.step_site or "scheduler.step()"
 
@@ -176,20 +171,20 @@ class LRScheduleWatcher(Watcher):
             if lr is not None and len(self.lrs) < 1_000_000:
                 self.lrs.append(lr)
                 self.lr_optimizer.append(id(optimizer))
-            if self.run.steps_of.get(id(optimizer), 0) + 1 in _SAMPLED:
-                self._snapshot(optimizer)
+            step = self.run.steps_of.get(id(optimizer), 0) + 1  # the step about to run
+            if step in _SAMPLED:
+                self._snapshot(optimizer, step)
         except Exception:
             self.broken = True
 
-    def _snapshot(self, optimizer) -> None:
+    def _snapshot(self, optimizer, step: int) -> None:
         """On a few sampled steps (the 8th, 32nd, 128th, ..., at most 6, models up to 20M parameters), a copy
         of the weights before the step: the step's update size, measured, not inferred from the optimizer."""
         if len(self._updates) >= len(_SAMPLED) or self.run.replaying:
             return
         params = [p for p in self.run.trainable_params(optimizer) if p.grad is not None]
         if params and sum(p.numel() for p in params) <= 20_000_000:
-            self._before = (id(optimizer), self.run.steps_of.get(id(optimizer), 0) + 1, params,
-                            [local(p.detach()).clone() for p in params])  # shards: no collective
+            self._before = (id(optimizer), step, params, [local(p.detach()).clone() for p in params])  # shards: no collective
 
     def on_after_optimizer_step(self, optimizer) -> None:
         if self._before is not None and self._before[0] == id(optimizer):  # the copy is freed at once

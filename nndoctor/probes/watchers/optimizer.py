@@ -112,11 +112,6 @@ class OptimizerWatcher(Watcher):
         if u.changed or u.compared >= WINDOW:
             u.done = True
 
-    @property
-    def steps_of(self) -> dict[int, int]:
-        """Each optimizer's steps (the hub counts them)."""
-        return self.run.steps_of
-
     def on_after_optimizer_step(self, optimizer) -> Any:
         ref = self.stepped.get(id(optimizer))
         if ref is None or ref() is not optimizer:  # (a new optimizer may reuse a collected one's id)
